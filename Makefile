@@ -1,0 +1,44 @@
+# dawnchorus: `make demo` runs the whole workflow on generated demo data, `make test` the tests.
+# Everything installs into .venv from the package registries; nothing else is needed but Python 3.11.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+DEMO_DATA ?= data/demo
+CORES ?= all
+
+.PHONY: venv demo demo-data test bench lint clean
+
+venv: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dawnchorus needs Python 3.11 or newer: make PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# train.csv is written last, so an interrupted generation is redone
+demo-data: $(DEMO_DATA)/train.csv
+
+$(DEMO_DATA)/train.csv: | $(INSTALLED)
+	$(BIN)/dawnchorus demo-data $(DEMO_DATA)
+
+demo: venv demo-data
+	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES)
+
+test: venv
+	$(BIN)/python -m pytest
+
+bench: venv
+	$(BIN)/python benchmarks/preprocess.py
+
+lint: venv demo-data
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check .
+	$(BIN)/snakemake --lint --configfile config/debug.yaml
+
+clean:
+	rm -rf results .snakemake

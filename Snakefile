@@ -1,0 +1,16 @@
+# dawnchorus: a BirdCLEF-layout folder -> manifest -> folds -> HDF5 log-mel shards -> ...
+#
+# The config file comes from --configfile; the workflow profile profiles/default (which Snakemake
+# loads automatically) points at config/config.yaml, and a --configfile on the command line
+# replaces it: `snakemake --configfile config/demo.yaml`.
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        results_path("data/folds.csv"),
+        results_path("spectrograms/index.csv"),

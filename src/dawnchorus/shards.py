@@ -1,0 +1,365 @@
+"""HDF5 spectrogram shards: writing them atomically and reproducibly, and reading them back.
+
+Layout (format version 1), see DESIGN.md §3:
+  mel                  (total_frames, n_mels) float16 log-mel dB, clips one after another
+                       in filename order
+  offset, n_frames     (n_clips,) int64: clip i is mel[offset[i] : offset[i] + n_frames[i]]
+  filename             (n_clips,) utf-8
+  quarantine_filename  (n_quarantined,) utf-8: recordings of this shard that were not stored ...
+  quarantine_reason    (n_quarantined,) utf-8: ... and why
+  attrs                format_version plus every feature parameter (AudioParams)
+
+A shard is written under a temporary name and renamed when complete, so a killed job never leaves a
+file that looks valid. Timestamps are off, so the same input gives a byte-identical file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from dawnchorus import __version__
+from dawnchorus.audio import AudioError, check_usable, load_audio
+from dawnchorus.config import AudioParams
+from dawnchorus.features import log_mel
+from dawnchorus.manifest import TRAIN_AUDIO_DIR, read_manifest
+
+FORMAT_VERSION = 1
+CHUNK_FRAMES = 128  # ~4 s of frames per HDF5 chunk: a 5-s window touches two or three chunks
+_FLUSH_BYTES = 32 * 1024 * 1024
+
+log = logging.getLogger(__name__)
+_STRING = h5py.string_dtype("utf-8")
+
+
+class ShardError(Exception):
+    """A shard is missing, unreadable or was made with other feature parameters."""
+
+
+def shard_path(spectrogram_dir: str | Path, shard: int) -> Path:
+    return Path(spectrogram_dir) / f"shard_{shard:03d}.h5"
+
+
+def _temporary_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete what killed writers of `path` left behind."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f"{path.name}.tmp-*"))
+    for leftover in stale:
+        leftover.unlink(missing_ok=True)
+    return stale
+
+
+class ShardWriter:
+    """Appends clips to a shard under a temporary name; renames it into place on success."""
+
+    def __init__(self, path: str | Path, params: AudioParams):
+        self.path = Path(path)
+        self.params = params
+        self._temporary = _temporary_path(self.path)
+        self._filenames: list[str] = []
+        self._n_frames: list[int] = []
+        self._quarantined: list[tuple[str, str]] = []
+        self._pending: list[np.ndarray] = []
+        self._pending_bytes = 0
+        self._written_frames = 0
+        self._file: h5py.File | None = None
+
+    def __enter__(self) -> ShardWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self._temporary, "w")
+        self._mel = self._file.create_dataset(
+            "mel",
+            shape=(0, self.params.n_mels),
+            maxshape=(None, self.params.n_mels),
+            dtype=np.float16,
+            chunks=(CHUNK_FRAMES, self.params.n_mels),
+            track_times=False,
+        )
+        return self
+
+    def add(self, filename: str, mel_db: np.ndarray) -> None:
+        if mel_db.ndim != 2 or mel_db.shape[1] != self.params.n_mels:
+            raise ValueError(
+                f"{filename}: expected (frames, {self.params.n_mels}), got {mel_db.shape}"
+            )
+        clip = mel_db.astype(np.float16)
+        self._filenames.append(filename)
+        self._n_frames.append(len(clip))
+        self._pending.append(clip)
+        self._pending_bytes += clip.nbytes
+        if self._pending_bytes >= _FLUSH_BYTES:
+            self._flush()
+
+    def quarantine(self, filename: str, reason: str) -> None:
+        self._quarantined.append((filename, reason))
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        block = np.concatenate(self._pending)
+        start = self._written_frames
+        self._mel.resize(start + len(block), axis=0)
+        self._mel[start:] = block
+        self._written_frames += len(block)
+        self._pending, self._pending_bytes = [], 0
+
+    def _finish(self) -> None:
+        self._flush()
+        n_frames = np.asarray(self._n_frames, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(n_frames)[:-1]]).astype(np.int64)
+        datasets = {
+            "offset": (offsets, np.int64),
+            "n_frames": (n_frames, np.int64),
+            "filename": (self._filenames, _STRING),
+            "quarantine_filename": ([name for name, _ in self._quarantined], _STRING),
+            "quarantine_reason": ([reason for _, reason in self._quarantined], _STRING),
+        }
+        for name, (values, dtype) in datasets.items():
+            self._file.create_dataset(
+                name,
+                data=np.asarray(values, dtype=object if dtype is _STRING else dtype),
+                dtype=dtype,
+                shape=(len(values),),
+                track_times=False,
+            )
+        attrs = self._file.attrs
+        attrs["format_version"] = FORMAT_VERSION
+        attrs["created_by"] = f"dawnchorus {__version__}"
+        for name, value in self.params.feature_attrs().items():
+            attrs[name] = value
+        attrs["feature_params"] = json.dumps(self.params.feature_attrs(), sort_keys=True)
+        attrs["max_duration_s"] = (
+            np.nan if self.params.max_duration_s is None else float(self.params.max_duration_s)
+        )
+        attrs["db_reference"] = 1.0
+        attrs["n_clips"] = len(self._filenames)
+        attrs["n_quarantined"] = len(self._quarantined)
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            if exc_type is None:
+                self._finish()
+        finally:
+            self._file.close()
+        if exc_type is not None:
+            self._temporary.unlink(missing_ok=True)
+            return
+        with open(self._temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self._temporary, self.path)
+
+
+@dataclass
+class ShardSummary:
+    stored: int = 0
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
+    stored_seconds: float = 0.0
+
+
+def build_shard(
+    recordings: Iterable[tuple[str, str | Path]],
+    out_path: str | Path,
+    params: AudioParams,
+    progress: bool = False,
+) -> ShardSummary:
+    """Decode, check and log-mel every (filename, audio path) into one shard at `out_path`.
+
+    Recordings are stored in filename order whatever order they come in. One that cannot be decoded,
+    decodes to NaN/inf or silence, or is shorter than one FFT window is quarantined with its reason.
+    """
+    remove_stale_temporaries(out_path)
+    ordered = sorted(recordings, key=lambda item: item[0])
+    summary = ShardSummary()
+    with ShardWriter(out_path, params) as writer:
+        for filename, audio_path in tqdm(
+            ordered, desc=Path(out_path).name, disable=not progress, mininterval=10
+        ):
+            try:
+                samples = load_audio(audio_path, params.sample_rate, params.max_duration_s)
+                check_usable(samples, params.min_peak_dbfs)
+                if len(samples) < params.n_fft:
+                    raise AudioError(
+                        f"shorter than one FFT window ({len(samples)} < {params.n_fft} samples)"
+                    )
+            except AudioError as error:
+                log.warning("quarantined %s: %s", filename, error)
+                writer.quarantine(filename, str(error))
+                summary.quarantined.append((filename, str(error)))
+                continue
+            writer.add(filename, log_mel(samples, params))
+            summary.stored += 1
+            summary.stored_seconds += len(samples) / params.sample_rate
+    return summary
+
+
+@dataclass(frozen=True)
+class Shard:
+    """An open shard: clip table in memory, `mel` read lazily from disk."""
+
+    path: Path
+    file: h5py.File
+    filenames: np.ndarray
+    offsets: np.ndarray
+    n_frames: np.ndarray
+
+    @property
+    def mel(self) -> h5py.Dataset:
+        return self.file["mel"]
+
+    def clip(self, index: int) -> np.ndarray:
+        start = int(self.offsets[index])
+        return self.mel[start : start + int(self.n_frames[index])]
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> Shard:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_format(path: Path, handle: h5py.File, params: AudioParams | None) -> None:
+    version = handle.attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ShardError(f"{path}: shard format version {version}, expected {FORMAT_VERSION}")
+    if params is None:
+        return
+    stored = json.loads(handle.attrs["feature_params"])
+    expected = params.feature_attrs()
+    differing = {
+        key: (stored.get(key), value) for key, value in expected.items() if stored.get(key) != value
+    }
+    if differing:
+        details = ", ".join(
+            f"{key} {old} in shard vs {new} in config" for key, (old, new) in differing.items()
+        )
+        raise ShardError(
+            f"{path} was made with other feature parameters than the config ({details}); "
+            "rerun the spectrograms rule (e.g. snakemake --forcerun spectrograms)"
+        )
+
+
+def open_shard(path: str | Path, params: AudioParams | None = None) -> Shard:
+    """Open a shard; with `params`, refuse one made with other feature parameters."""
+    path = Path(path)
+    if not path.is_file():
+        raise ShardError(f"{path}: shard file is missing")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise ShardError(f"{path}: not a readable HDF5 shard ({error})") from None
+    try:
+        _check_format(path, handle, params)
+        return Shard(
+            path=path,
+            file=handle,
+            filenames=handle["filename"].asstr()[:],
+            offsets=handle["offset"][:],
+            n_frames=handle["n_frames"][:],
+        )
+    except Exception:
+        handle.close()
+        raise
+
+
+def shard_table(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per recording assigned to the given shards: stored (with its frame count) or
+    quarantined (with the reason)."""
+    rows = []
+    for path in paths:
+        with open_shard(path) as shard:
+            for name, frames in zip(shard.filenames, shard.n_frames, strict=True):
+                rows.append((name, shard.path.name, "stored", int(frames), ""))
+            quarantined = zip(
+                shard.file["quarantine_filename"].asstr()[:],
+                shard.file["quarantine_reason"].asstr()[:],
+                strict=True,
+            )
+            for name, reason in quarantined:
+                rows.append((name, shard.path.name, "quarantined", 0, reason))
+    return pd.DataFrame(rows, columns=["filename", "shard_file", "status", "n_frames", "reason"])
+
+
+def spectrogram_stage(
+    manifest_csv: str | Path,
+    data_dir: str | Path,
+    shard: int,
+    params: AudioParams,
+    out_path: str | Path,
+    threads: int = 1,
+) -> ShardSummary:
+    """The `spectrograms` rule: build shard `shard` from the manifest rows assigned to it."""
+    manifest = read_manifest(manifest_csv)
+    rows = manifest[manifest["shard"] == shard]
+    audio_root = Path(data_dir) / TRAIN_AUDIO_DIR
+    recordings = [(name, audio_root / name) for name in rows["filename"]]
+    log.info(
+        "shard %d: %d recording(s), %.1f s of audio listed",
+        shard,
+        len(recordings),
+        rows["duration_s"].sum(),
+    )
+    with threadpool_limits(limits=threads):
+        summary = build_shard(recordings, out_path, params, progress=True)
+    log.info(
+        "shard %d: stored %d recording(s) (%.1f s after max_duration_s), quarantined %d",
+        shard,
+        summary.stored,
+        summary.stored_seconds,
+        len(summary.quarantined),
+    )
+    return summary
+
+
+def index_stage(
+    manifest_csv: str | Path, shard_paths: Sequence[str | Path], index_csv: str | Path
+) -> pd.DataFrame:
+    """The `spectrogram_index` rule: one row per manifest recording, stored or quarantined.
+
+    Fails when a manifest recording is in no shard or in several (the shards were not made from
+    this manifest), so nothing goes missing between the manifest and training.
+    """
+    manifest = read_manifest(manifest_csv)
+    table = shard_table(shard_paths)
+    listed, found = set(manifest["filename"]), table["filename"]
+    problems = []
+    if missing := sorted(listed - set(found)):
+        problems.append(f"{len(missing)} manifest recording(s) are in no shard, e.g. {missing[:5]}")
+    if extra := sorted(set(found) - listed):
+        problems.append(
+            f"{len(extra)} shard recording(s) are not in the manifest, e.g. {extra[:5]}"
+        )
+    if repeated := sorted(found[found.duplicated()].unique()):
+        problems.append(f"{len(repeated)} recording(s) are in several shards, e.g. {repeated[:5]}")
+    if problems:
+        raise ShardError(
+            "shards do not match the manifest: "
+            + "; ".join(problems)
+            + ". Rerun the spectrograms rule."
+        )
+    index = manifest[["filename", "shard"]].merge(table, on="filename", validate="one_to_one")
+    Path(index_csv).parent.mkdir(parents=True, exist_ok=True)
+    index.to_csv(index_csv, index=False, lineterminator="\n")
+    quarantined = index[index["status"] == "quarantined"]
+    log.info(
+        "%d recording(s) stored, %d quarantined", len(index) - len(quarantined), len(quarantined)
+    )
+    for name, reason in zip(quarantined["filename"], quarantined["reason"], strict=True):
+        log.warning("quarantined %s: %s", name, reason)
+    return index

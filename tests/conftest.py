@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import pytest
+
+from dawnchorus.demo import generate_demo_data
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """A small generated demo set (read-only for tests: copy before changing it)."""
+    root = tmp_path_factory.mktemp("tiny_demo")
+    generate_demo_data(
+        root,
+        n_species=6,
+        per_species=5,
+        seed=7,
+        n_test_soundscapes=2,
+        n_train_soundscapes=1,
+        workers=2,
+    )
+    return root

@@ -1,0 +1,153 @@
+"""Build small BirdCLEF-layout folders with real audio files (good and bad) for tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from dawnchorus.demo import TAXONOMY_COLUMNS, TRAIN_COLUMNS, write_ogg
+
+
+def tone(
+    seconds: float,
+    sample_rate: int,
+    freq: float = 3000.0,
+    channels: int = 1,
+    amplitude: float = 0.3,
+) -> np.ndarray:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    mono = amplitude * np.sin(2 * np.pi * freq * t)
+    # a little noise so every mel band is above the -100 dB floor
+    mono += 1e-3 * np.random.default_rng(0).standard_normal(len(mono))
+    return np.repeat(mono[:, None], channels, axis=1).astype(np.float32)
+
+
+def write_audio(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
+    """Write by extension: .ogg (Vorbis, in blocks), .flac, .wav (float), .mp3."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".ogg":
+        write_ogg(path, samples, sample_rate)
+    elif suffix == ".wav":
+        sf.write(path, samples, sample_rate, subtype="FLOAT")
+    elif suffix == ".flac":
+        sf.write(path, samples, sample_rate, subtype="PCM_16")
+    elif suffix == ".mp3":
+        sf.write(path, samples, sample_rate, format="MP3")
+    else:
+        raise ValueError(suffix)
+    return path
+
+
+@dataclass
+class DatasetBuilder:
+    """Rows of train.csv plus the audio behind them, written with `write()`."""
+
+    root: Path
+    classes: list[str] = field(default_factory=lambda: ["zebfin1", "amerob", "1139490"])
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def audio_root(self) -> Path:
+        return self.root / "train_audio"
+
+    def add_row(
+        self, filename: str, primary: str = "zebfin1", secondary: str = "['']", **extra
+    ) -> int:
+        row = {column: "" for column in TRAIN_COLUMNS}
+        row.update(
+            primary_label=primary,
+            secondary_labels=secondary,
+            filename=filename,
+            type="['call']",
+            collection="XC",
+            rating="4.0",
+        )
+        row.update(extra)
+        self.rows.append(row)
+        return len(self.rows) - 1
+
+    def add_recording(
+        self, filename: str, samples: np.ndarray | None = None, sample_rate: int = 32000, **row
+    ) -> int:
+        samples = tone(2.0, sample_rate) if samples is None else samples
+        write_audio(self.audio_root / filename, samples, sample_rate)
+        return self.add_row(filename, **row)
+
+    def add_raw_file(self, filename: str, content: bytes, **row) -> int:
+        path = self.audio_root / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        return self.add_row(filename, **row)
+
+    def write(self, drop_columns: tuple[str, ...] = ()) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        train = pd.DataFrame(self.rows, columns=list(TRAIN_COLUMNS))
+        train.drop(columns=list(drop_columns)).to_csv(self.root / "train.csv", index=False)
+        taxonomy = pd.DataFrame(
+            [
+                {
+                    "primary_label": label,
+                    "inat_taxon_id": i,
+                    "scientific_name": f"Sp {i}",
+                    "common_name": f"Species {i}",
+                    "class_name": "Aves",
+                }
+                for i, label in enumerate(self.classes)
+            ],
+            columns=list(TAXONOMY_COLUMNS),
+        )
+        taxonomy.to_csv(self.root / "taxonomy.csv", index=False)
+        return self.root
+
+
+def truncated_ogg(seconds: float, keep_fraction: float) -> bytes:
+    """The first `keep_fraction` of a valid OGG file's bytes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "full.ogg"
+        write_ogg(path, tone(seconds, 32000), 32000)
+        data = path.read_bytes()
+    return data[: int(len(data) * keep_fraction)]
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_snakemake(
+    *args: str, workdir: Path, timeout: float = 600, check: bool = True, env: dict | None = None
+):
+    """Run the real Snakemake CLI on this repository's Snakefile from `workdir`."""
+    import os
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--cores",
+        "2",
+        *args,
+    ]
+    result = subprocess.run(
+        command,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+            f"{result.stderr[-6000:]}"
+        )
+    return result

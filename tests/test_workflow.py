@@ -1,0 +1,273 @@
+"""The real Snakemake CLI on the real Snakefile: data stage end to end, planning, faults."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+from support import REPO_ROOT, DatasetBuilder, run_snakemake, tone
+
+from dawnchorus.config import AudioParams, load_config
+from dawnchorus.folds import read_folds
+from dawnchorus.manifest import read_manifest
+from dawnchorus.shards import open_shard
+
+pytestmark = pytest.mark.workflow
+DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
+FULL_CONFIG = str(REPO_ROOT / "config" / "config.yaml")
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    table = stdout.split("Job stats:")[1].split("\n\n")[0]
+    return {
+        m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
+    }
+
+
+@pytest.fixture
+def demo_with_bad_rows(tmp_path, tiny_demo):
+    """The tiny demo set plus rows that must be rejected or quarantined."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_demo, data)
+    train = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
+    label = train["primary_label"].iloc[0]
+    bad = DatasetBuilder(data)
+    bad.add_raw_file(f"{label}/zero.ogg", b"", primary=label)
+    bad.add_recording(f"{label}/nan.wav", np.full((32000, 1), np.nan, np.float32), primary=label)
+    bad.add_row(f"{label}/missing.ogg", primary=label)
+    bad.add_recording(f"{label}/unknown.ogg", primary="notaspecies")
+    pd.concat([train, pd.DataFrame(bad.rows)]).to_csv(data / "train.csv", index=False)
+    return data
+
+
+def test_data_stage_end_to_end(tmp_path, demo_with_bad_rows):
+    results = tmp_path / "results"
+    args = [
+        "--configfile",
+        DEBUG_CONFIG,
+        "--config",
+        f"data_dir={demo_with_bad_rows}",
+        f"results_dir={results}",
+    ]
+    run_snakemake(*args, workdir=tmp_path)
+
+    train = pd.read_csv(demo_with_bad_rows / "train.csv")
+    manifest = read_manifest(results / "data" / "manifest.csv")
+    rejected = pd.read_csv(results / "data" / "rejected.csv")
+    assert len(manifest) + len(rejected) == len(train)
+    assert sorted([*manifest["source_row"], *rejected["source_row"]]) == list(range(len(train)))
+    assert {"empty file", "file not found", "unknown primary_label"} <= {
+        reason.split(" (")[0].split(" '")[0] for reason in rejected["reason"]
+    }
+
+    folds = read_folds(results / "data" / "folds.csv")
+    assert folds["filename"].tolist() == manifest["filename"].tolist()
+    assert set(folds["fold"]) == set(range(5))
+
+    index = pd.read_csv(results / "spectrograms" / "index.csv", keep_default_na=False)
+    assert sorted(index["filename"]) == sorted(manifest["filename"])
+    nan_row = index[index["filename"].str.endswith("nan.wav")].iloc[0]
+    assert nan_row["status"] == "quarantined" and "NaN" in nan_row["reason"]
+
+    config = load_config(DEBUG_CONFIG, {"data_dir": str(demo_with_bad_rows)})
+    params = AudioParams.from_config(config)
+    stored = 0
+    for shard in range(config["shards"]["count"]):
+        with open_shard(results / "spectrograms" / f"shard_{shard:03d}.h5", params) as opened:
+            assert (
+                manifest.set_index("filename").loc[list(opened.filenames), "shard"] == shard
+            ).all()
+            stored += len(opened.filenames)
+    assert stored == (index["status"] == "stored").sum() == len(manifest) - 1
+
+    for rule in ("manifest", "folds", "spectrogram_index"):
+        assert (results / "logs" / f"{rule}.log").stat().st_size > 0
+        assert (results / "benchmarks" / f"{rule}.tsv").is_file()
+    assert "quarantined" in (results / "logs" / "spectrogram_index.log").read_text()
+
+    again = run_snakemake(*args, "-n", workdir=tmp_path)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_dry_run_plans_per_shard_not_per_file(tmp_path):
+    """28,564 rows (the BirdCLEF 2025 size): the plan has one job per shard, none per file."""
+    data = tmp_path / "birdclef"
+    data.mkdir()
+    classes = [f"sp{i:03d}" for i in range(206)]
+    pd.DataFrame({"primary_label": classes}).to_csv(data / "taxonomy.csv", index=False)
+    pd.DataFrame(
+        {
+            "primary_label": [classes[i % 206] for i in range(28564)],
+            "secondary_labels": "['']",
+            "filename": [f"{classes[i % 206]}/XC{i}.ogg" for i in range(28564)],
+        }
+    ).to_csv(data / "train.csv", index=False)
+    result = run_snakemake(
+        "-n",
+        "--configfile",
+        FULL_CONFIG,
+        "--config",
+        f"data_dir={data}",
+        f"results_dir={tmp_path / 'out'}",
+        workdir=tmp_path,
+    )
+    shards = load_config(FULL_CONFIG, {"data_dir": "x"})["shards"]["count"]
+    assert job_counts(result.stdout) == {
+        "manifest": 1,
+        "folds": 1,
+        "spectrograms": shards,
+        "spectrogram_index": 1,
+        "all": 1,
+        "total": shards + 4,
+    }
+    assert str(tmp_path / "out" / "spectrograms" / "shard_000.h5") in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("bogus=1", "unknown key 'bogus'"),
+        ("seed=abc", "seed:"),
+        ("audio={n_mels: many}", "audio.n_mels"),
+        ("data_dir=/no/such/dir", "does not exist"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, tiny_demo, override, message):
+    results = tmp_path / "results"
+    result = run_snakemake(
+        "--configfile",
+        DEBUG_CONFIG,
+        "--config",
+        f"data_dir={tiny_demo}",
+        f"results_dir={results}",
+        override,
+        workdir=tmp_path,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not results.exists()
+
+
+def test_nested_overrides_reach_the_rules(tmp_path, tiny_demo):
+    result = run_snakemake(
+        "-n",
+        "-p",
+        "--configfile",
+        DEBUG_CONFIG,
+        "--config",
+        f"data_dir={tiny_demo}",
+        f"results_dir={tmp_path / 'r'}",
+        "shards={count: 3}",
+        workdir=tmp_path,
+    )
+    assert job_counts(result.stdout)["spectrograms"] == 3
+
+
+@pytest.fixture
+def slow_shard_data(tmp_path):
+    """One shard that takes a few seconds to write (40 one-minute FLAC recordings)."""
+    data = DatasetBuilder(tmp_path / "slow", classes=["zebfin1"])
+    for i in range(40):
+        data.add_recording(f"zebfin1/XC{i:02d}.flac", tone(60, 32000, 400 + 97 * i))
+    return data.write()
+
+
+def _start_snakemake(args, workdir):
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--cores",
+        "2",
+        *args,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _wait_for(predicate, timeout=180.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_kill_9_mid_write_then_rerun_gives_a_byte_identical_shard(tmp_path, slow_shard_data):
+    def args(results):
+        return [
+            "--configfile",
+            DEBUG_CONFIG,
+            "--config",
+            f"data_dir={slow_shard_data}",
+            f"results_dir={results}",
+            "shards={count: 1}",
+        ]
+
+    reference = tmp_path / "reference"
+    run_snakemake(*args(reference), workdir=tmp_path)
+
+    results = tmp_path / "results"
+    shard = results / "spectrograms" / "shard_000.h5"
+    # 1) the job alone is killed (the OOM killer, say): Snakemake reports it and goes on
+    run = _start_snakemake(args(results), tmp_path)
+    assert _wait_for(lambda: list(shard.parent.glob("shard_000.h5.tmp-*")))
+    time.sleep(0.3)
+    jobs = [
+        p
+        for p in psutil.Process(run.pid).children(recursive=True)
+        if any("spectrograms.py" in part for part in p.cmdline())
+    ]
+    assert len(jobs) == 1
+    jobs[0].send_signal(signal.SIGKILL)
+    assert run.wait(timeout=120) != 0
+    assert not shard.exists()
+
+    # 2) the whole run dies (node failure): workflow and job killed together
+    run_snakemake("--unlock", *args(results), workdir=tmp_path)
+    run = _start_snakemake(args(results), tmp_path)
+    assert _wait_for(lambda: list(shard.parent.glob("shard_000.h5.tmp-*")))
+    time.sleep(0.3)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not shard.exists(), "a killed job must not leave a valid-looking shard"
+
+    run_snakemake("--unlock", *args(results), workdir=tmp_path)
+    run_snakemake(*args(results), workdir=tmp_path)
+    assert shard.read_bytes() == (reference / "spectrograms" / "shard_000.h5").read_bytes()
+    assert not list(shard.parent.glob("shard_000.h5.tmp-*"))
+
+
+def test_rerunning_one_shard_touches_nothing_else(tmp_path, tiny_demo):
+    results = tmp_path / "results"
+    base = [
+        "--configfile",
+        DEBUG_CONFIG,
+        "--config",
+        f"data_dir={tiny_demo}",
+        f"results_dir={results}",
+    ]
+    run_snakemake(*base, workdir=tmp_path)
+    target = str(results / "spectrograms" / "shard_001.h5")
+    plan = run_snakemake(*base, "-n", "--forcerun", "spectrograms", "--", target, workdir=tmp_path)
+    assert job_counts(plan.stdout) == {"spectrograms": 1, "total": 1}
+    assert Path(target).exists()
