@@ -495,14 +495,14 @@ def render_recording(
             voices[label],
             sr,
             rng,
-            density=0.5,
-            level=10 ** (-rng.uniform(3, 10) / 20),
+            density=0.8,
+            level=10 ** (-rng.uniform(2, 8) / 20),
             pitch=rng.normal(1.0, 0.03),
             tempo=rng.normal(1.0, 0.06),
         )
     if rng.random() < 0.3:
         calls += 10 ** (-rng.uniform(6, 14) / 20) * _distractor(n, sr, rng)
-    snr_db = rng.uniform(-2, 20)
+    snr_db = rng.uniform(0, 20)
     active_rms = np.sqrt(np.mean(calls[np.abs(calls) > 1e-3] ** 2)) if np.any(calls) else 1.0
     noise_rms = active_rms / 10 ** (snr_db / 20)
     channels = [calls + noise_rms * _coloured_noise(n, sr, rng)]
