@@ -7,6 +7,8 @@
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -14,3 +16,5 @@ rule all:
     input:
         results_path("data/folds.csv"),
         results_path("spectrograms/index.csv"),
+        rules.aggregate.output,
+        rules.report.output,

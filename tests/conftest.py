@@ -19,3 +19,13 @@ def tiny_demo(tmp_path_factory):
         workers=2,
     )
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory, tiny_demo):
+    """The data stage run in-process on the tiny demo set: manifest, folds and two shards."""
+    from dawnchorus.config import load_config
+    from dawnchorus.stages import run_data_stage
+
+    config = load_config(None, {"data_dir": str(tiny_demo), "shards": {"count": 2}})
+    return run_data_stage(tiny_demo, tmp_path_factory.mktemp("tiny_prepared"), config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,10 +22,13 @@ from dawnchorus.config import AudioParams, load_config
 from dawnchorus.folds import read_folds
 from dawnchorus.manifest import read_manifest
 from dawnchorus.shards import open_shard
+from dawnchorus.train import epochs_backed_up
 
 pytestmark = pytest.mark.workflow
 DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
 FULL_CONFIG = str(REPO_ROOT / "config" / "config.yaml")
+# rule names as targets: the data stage alone ("--" ends the values of --config before them)
+DATA_STAGE = ["--", "folds", "spectrogram_index"]
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -50,7 +54,8 @@ def demo_with_bad_rows(tmp_path, tiny_demo):
     return data
 
 
-def test_data_stage_end_to_end(tmp_path, demo_with_bad_rows):
+def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
+    """The whole debug DAG (CI's run): bad inputs survive, fold 0 trains, the report is built."""
     results = tmp_path / "results"
     args = [
         "--configfile",
@@ -95,8 +100,89 @@ def test_data_stage_end_to_end(tmp_path, demo_with_bad_rows):
         assert (results / "benchmarks" / f"{rule}.tsv").is_file()
     assert "quarantined" in (results / "logs" / "spectrogram_index.log").read_text()
 
+    _check_training_outputs(results, manifest)
     again = run_snakemake(*args, "-n", workdir=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # rerun one fold: asking for its model plans that one job (fold 1 is not in debug's list)
+    fold_1 = str(results / "models" / "fold_1" / "model.keras")
+    plan = run_snakemake(*args, "-n", "--", fold_1, workdir=tmp_path)
+    assert job_counts(plan.stdout) == {"train_fold": 1, "total": 1}
+    plan = run_snakemake(*args, "-n", "--forcerun", "train_fold", workdir=tmp_path)
+    assert job_counts(plan.stdout) == {
+        "train_fold": 1,
+        "aggregate": 1,
+        "report": 1,
+        "all": 1,
+        "total": 4,
+    }
+    missing_fold = run_snakemake(
+        *args, "-n", "--", fold_1.replace("fold_1", "fold_7"), workdir=tmp_path, check=False
+    )
+    assert missing_fold.returncode != 0
+    assert "fold 7 does not exist: folds.n_folds is 5" in missing_fold.stdout + missing_fold.stderr
+
+    report = tmp_path / "report.html"
+    run_snakemake(*args, "--report", str(report), workdir=tmp_path)
+    html = report.read_text(errors="replace")
+    assert all(name in html for name in ("learning_curves.png", "per_class_auc.png"))
+
+
+def _check_training_outputs(results, manifest):
+    fold_dir = results / "models" / "fold_0"
+    for name in ("model.keras", "history.csv", "metrics.json", "oof.csv"):
+        assert (fold_dir / name).stat().st_size > 0
+    assert not (results / "models" / "fold_1").exists(), "debug mode trains fold 0 only"
+    history = pd.read_csv(fold_dir / "history.csv")
+    assert history["epoch"].tolist() == [0, 1], "debug mode trains 2 epochs"
+    folds = read_folds(results / "data" / "folds.csv")
+    oof = pd.read_csv(fold_dir / "oof.csv")
+    stored = set(
+        pd.read_csv(results / "spectrograms" / "index.csv").query("status == 'stored'")["filename"]
+    )
+    expected_oof = folds[(folds["fold"] == 0) & folds["filename"].isin(stored)]["filename"]
+    assert sorted(oof["filename"]) == sorted(expected_oof)
+
+    cv = json.loads((results / "cv_results.json").read_text())
+    assert set(cv["cv_results"]) >= {
+        "mean_val_auc",
+        "std_val_auc",
+        "mean_val_loss",
+        "std_val_loss",
+        "mean_train_loss",
+        "std_train_loss",
+    }
+    fold_0 = cv["individual_folds"]["fold_0"]
+    assert set(fold_0) >= {
+        "fold",
+        "best_epoch",
+        "best_val_loss",
+        "val_auc",
+        "model_path",
+        "training_time",
+    }
+    assert fold_0["val_auc"] == json.loads((fold_dir / "metrics.json").read_text())["val_auc"]
+    assert cv["num_completed_folds"] == 1
+    assert cv["training_config"]["training"]["epochs"] == 2
+    assert set(cv["hyperparameters"]) >= {
+        "learning_rate",
+        "batch_size",
+        "optimizer",
+        "scheduler",
+        "dropout_rate",
+        "mixup_alpha",
+        "aug_prob",
+    }
+    assert 0 <= cv["baseline"]["cv_results"]["mean_val_auc"] <= 1
+    per_class = pd.read_csv(results / "per_class_auc.csv")
+    classes = (results / "data" / "classes.txt").read_text().split()
+    assert per_class["class"].tolist() == classes
+    assert per_class["n_primary"].sum() == len(manifest)
+    for name in ("learning_curves", "per_class_auc", "frequency_vs_auc"):
+        assert (results / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    for rule in ("train/fold_0", "baseline", "aggregate", "report"):
+        assert (results / "logs" / f"{rule}.log").stat().st_size > 0
+        assert (results / "benchmarks" / f"{rule}.tsv").is_file()
 
 
 def test_dry_run_plans_per_shard_not_per_file(tmp_path):
@@ -127,8 +213,12 @@ def test_dry_run_plans_per_shard_not_per_file(tmp_path):
         "folds": 1,
         "spectrograms": shards,
         "spectrogram_index": 1,
+        "train_fold": 5,
+        "baseline": 1,
+        "aggregate": 1,
+        "report": 1,
         "all": 1,
-        "total": shards + 4,
+        "total": shards + 12,
     }
     assert str(tmp_path / "out" / "spectrograms" / "shard_000.h5") in result.stdout
 
@@ -224,12 +314,12 @@ def test_kill_9_mid_write_then_rerun_gives_a_byte_identical_shard(tmp_path, slow
         ]
 
     reference = tmp_path / "reference"
-    run_snakemake(*args(reference), workdir=tmp_path)
+    run_snakemake(*args(reference), *DATA_STAGE, workdir=tmp_path)
 
     results = tmp_path / "results"
     shard = results / "spectrograms" / "shard_000.h5"
     # 1) the job alone is killed (the OOM killer, say): Snakemake reports it and goes on
-    run = _start_snakemake(args(results), tmp_path)
+    run = _start_snakemake([*args(results), *DATA_STAGE], tmp_path)
     assert _wait_for(lambda: list(shard.parent.glob("shard_000.h5.tmp-*")))
     time.sleep(0.3)
     jobs = [
@@ -244,7 +334,7 @@ def test_kill_9_mid_write_then_rerun_gives_a_byte_identical_shard(tmp_path, slow
 
     # 2) the whole run dies (node failure): workflow and job killed together
     run_snakemake("--unlock", *args(results), workdir=tmp_path)
-    run = _start_snakemake(args(results), tmp_path)
+    run = _start_snakemake([*args(results), *DATA_STAGE], tmp_path)
     assert _wait_for(lambda: list(shard.parent.glob("shard_000.h5.tmp-*")))
     time.sleep(0.3)
     os.killpg(run.pid, signal.SIGKILL)
@@ -252,7 +342,7 @@ def test_kill_9_mid_write_then_rerun_gives_a_byte_identical_shard(tmp_path, slow
     assert not shard.exists(), "a killed job must not leave a valid-looking shard"
 
     run_snakemake("--unlock", *args(results), workdir=tmp_path)
-    run_snakemake(*args(results), workdir=tmp_path)
+    run_snakemake(*args(results), *DATA_STAGE, workdir=tmp_path)
     assert shard.read_bytes() == (reference / "spectrograms" / "shard_000.h5").read_bytes()
     assert not list(shard.parent.glob("shard_000.h5.tmp-*"))
 
@@ -266,8 +356,43 @@ def test_rerunning_one_shard_touches_nothing_else(tmp_path, tiny_demo):
         f"data_dir={tiny_demo}",
         f"results_dir={results}",
     ]
-    run_snakemake(*base, workdir=tmp_path)
+    run_snakemake(*base, *DATA_STAGE, workdir=tmp_path)
     target = str(results / "spectrograms" / "shard_001.h5")
     plan = run_snakemake(*base, "-n", "--forcerun", "spectrograms", "--", target, workdir=tmp_path)
     assert job_counts(plan.stdout) == {"spectrograms": 1, "total": 1}
     assert Path(target).exists()
+
+
+def test_kill_9_during_epoch_2_resumes_from_the_backup(tmp_path, tiny_demo):
+    """A training job killed mid-epoch (a cluster node lost) resumes after its last finished
+    epoch when rerun: epochs already done are not trained again."""
+    results = tmp_path / "results"
+    args = [
+        "--configfile",
+        DEBUG_CONFIG,
+        "--config",
+        f"data_dir={tiny_demo}",
+        f"results_dir={results}",
+        "debug={enabled: true, epochs: 4, folds: [0]}",
+    ]
+    target = str(results / "models" / "fold_0" / "model.keras")
+    run_snakemake(*args, *DATA_STAGE, workdir=tmp_path)
+    backup = results / "models" / "fold_0" / "work" / "backup"
+
+    run = _start_snakemake([*args, "--", target], tmp_path)
+    assert _wait_for(lambda: epochs_backed_up(backup) >= 1, timeout=300), "no epoch finished"
+    os.killpg(run.pid, signal.SIGKILL)  # workflow and job together, as when a node dies
+    run.wait()
+    killed_after = epochs_backed_up(backup)
+    assert 1 <= killed_after < 4
+    assert not Path(target).exists()
+
+    run_snakemake("--unlock", *args, workdir=tmp_path)
+    run_snakemake(*args, "--", target, workdir=tmp_path)
+    log = (results / "logs" / "train" / "fold_0.log").read_text()
+    assert f"resuming after epoch {killed_after}" in log
+    history = pd.read_csv(results / "models" / "fold_0" / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2, 3], "no epoch repeated or lost"
+    metrics = json.loads((results / "models" / "fold_0" / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == killed_after
+    assert metrics["epochs_run"] == 4

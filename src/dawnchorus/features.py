@@ -95,3 +95,21 @@ def log_mel(samples: np.ndarray, params: AudioParams) -> np.ndarray:
     np.log10(out, out=out)
     out *= 10.0
     return out
+
+
+def window_starts(n_frames: int, window_frames: int, max_windows: int) -> list[int]:
+    """Deterministic windows of a recording: consecutive from the start, at most `max_windows`;
+    one (repeated) window for a recording shorter than a window."""
+    if n_frames <= window_frames:
+        return [0]
+    count = min(max_windows, n_frames // window_frames)
+    return [i * window_frames for i in range(count)]
+
+
+def cut_window(frames: np.ndarray, start: int, window_frames: int) -> np.ndarray:
+    """`window_frames` frames from `start`; a short recording is repeated end to end to fill it."""
+    n_frames = len(frames)
+    if n_frames >= window_frames:
+        return frames[start : start + window_frames]
+    repeats = -(-(start + window_frames) // n_frames)
+    return np.concatenate([frames] * repeats)[start : start + window_frames]

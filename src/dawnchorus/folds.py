@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,27 @@ def folds_stage(
     log_fold_report(labels, folds, classes, n_folds)
     write_folds(manifest["filename"], folds, folds_csv)
     return folds
+
+
+@dataclass(frozen=True)
+class LabelledClips:
+    """The manifest's recordings with their multi-hot labels and folds, in manifest order."""
+
+    filenames: list[str]
+    labels: np.ndarray  # (n, classes) float32
+    folds: np.ndarray  # (n,) int64
+    classes: list[str]
+
+
+def load_labelled_clips(manifest_csv, classes_txt, folds_csv) -> LabelledClips:
+    manifest = read_manifest(manifest_csv)
+    classes = read_classes(classes_txt)
+    folds = read_folds(folds_csv)
+    if folds["filename"].tolist() != manifest["filename"].tolist():
+        raise ValueError(f"{folds_csv} does not match {manifest_csv}: rerun the folds rule")
+    return LabelledClips(
+        filenames=manifest["filename"].tolist(),
+        labels=label_matrix(manifest, classes).astype(np.float32),
+        folds=folds["fold"].to_numpy(),
+        classes=classes,
+    )

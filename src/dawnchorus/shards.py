@@ -31,7 +31,7 @@ from tqdm import tqdm
 from dawnchorus import __version__
 from dawnchorus.audio import AudioError, check_usable, load_audio
 from dawnchorus.config import AudioParams
-from dawnchorus.features import log_mel
+from dawnchorus.features import cut_window, log_mel
 from dawnchorus.manifest import TRAIN_AUDIO_DIR, read_manifest
 
 FORMAT_VERSION = 1
@@ -363,3 +363,67 @@ def index_stage(
     for name, reason in zip(quarantined["filename"], quarantined["reason"], strict=True):
         log.warning("quarantined %s: %s", name, reason)
     return index
+
+
+class ClipStore:
+    """Read access to the frames of given recordings across shards, cached in RAM if they fit."""
+
+    def __init__(
+        self,
+        shard_paths: Sequence[str | Path],
+        params: AudioParams,
+        filenames: Sequence[str],
+        ram_budget_mb: float,
+    ):
+        self.params = params
+        self._shards: list[Shard] = [open_shard(path, params) for path in shard_paths]
+        location = {}
+        for shard_index, shard in enumerate(self._shards):
+            for name, offset, n in zip(shard.filenames, shard.offsets, shard.n_frames, strict=True):
+                location[name] = (shard_index, int(offset), int(n))
+        self.missing = [name for name in filenames if name not in location]
+        self.available = np.array([name in location for name in filenames])
+        self._location = [location.get(name, (-1, 0, 0)) for name in filenames]
+        self.n_frames = np.array([n for _, _, n in self._location], dtype=np.int64)
+        needed = {shard for shard, _, _ in self._location if shard >= 0}
+        size_mb = sum(self._shards[s].mel.size * 2 for s in needed) / 2**20
+        self.in_memory = size_mb <= ram_budget_mb
+        self._arrays: dict[int, np.ndarray] = {}
+        if self.in_memory:
+            for shard in sorted(needed):
+                self._arrays[shard] = self._shards[shard].mel[:]
+        log.info(
+            "%d recording(s) in %d shard(s), %.0f MB of spectrograms: %s",
+            int(self.available.sum()),
+            len(needed),
+            size_mb,
+            "cached in memory"
+            if self.in_memory
+            else f"streamed from disk (above training.cache_ram_mb={ram_budget_mb})",
+        )
+
+    def frames(self, row: int, start: int = 0, length: int | None = None) -> np.ndarray:
+        """Frames [start, start + length) of recording `row`, float16 (frames, n_mels)."""
+        shard, offset, n_frames = self._location[row]
+        if shard < 0:
+            raise KeyError(f"recording {row} is in no shard")
+        length = n_frames - start if length is None else length
+        begin, end = offset + start, offset + start + length
+        source = self._arrays.get(shard)
+        if source is None:
+            return self._shards[shard].mel[begin:end]
+        return source[begin:end]
+
+    def random_window(self, row: int, position: float) -> np.ndarray:
+        """A window starting at `position` (0..1) of the possible starts of recording `row`."""
+        window = self.params.window_frames
+        n_frames = int(self.n_frames[row])
+        if n_frames >= window:
+            start = min(int(position * (n_frames - window + 1)), n_frames - window)
+            return self.frames(row, start, window)
+        phase = min(int(position * n_frames), n_frames - 1)
+        return cut_window(self.frames(row), phase, window)
+
+    def close(self) -> None:
+        for shard in self._shards:
+            shard.close()

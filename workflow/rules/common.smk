@@ -59,3 +59,35 @@ def shard_files():
 def debug_max_samples():
     """Manifest subsampling applies in debug mode only."""
     return config["debug"]["max_samples"] if config["debug"]["enabled"] else None
+
+
+wildcard_constraints:
+    fold=r"\d+",
+
+
+def training_settings():
+    """The config sections a trained model depends on (a change to them reruns training)."""
+    keys = ("seed", "audio", "model", "training")
+    return {key: config[key] for key in keys}
+
+
+def trained_fold_files(name):
+    return expand(
+        results_path("models", "fold_{fold}", name), fold=config["folds"]["train"]
+    )
+
+
+def fold_inputs(wildcards):
+    """The data stage's outputs, after checking the fold exists (a clear error, not a failed job)."""
+    fold, n_folds = int(wildcards.fold), config["folds"]["n_folds"]
+    if fold >= n_folds:
+        raise WorkflowError(
+            f"fold {fold} does not exist: folds.n_folds is {n_folds}, so folds are "
+            f"0..{n_folds - 1} (asked for {results_path('models', f'fold_{fold}')})"
+        )
+    return {
+        "manifest": rules.manifest.output.manifest,
+        "classes": rules.manifest.output.classes,
+        "folds": rules.folds.output[0],
+        "shards": shard_files(),
+    }

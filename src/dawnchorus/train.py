@@ -1,0 +1,597 @@
+"""Training one cross-validation fold: resumable, checkpointed on the exact BirdCLEF metric.
+
+Work in progress lives in `<fold dir>/work/` (Snakemake deletes a job's declared outputs before
+rerunning it, so resumable state must not be one of them):
+  backup/         Keras BackupAndRestore: weights, optimizer state and epoch, saved every epoch
+  best-epoch-NNN.weights.h5  the best weights so far by val_auc (NNN: its epoch, from 1)
+  history.csv     one row per finished epoch (appended across restarts)
+  state.json      fingerprint of the run's settings, elapsed seconds, whether fit finished
+A job killed at any point and rerun continues from the last epoch the backup holds; an epoch
+killed after it was logged or checkpointed but before it was backed up is trained again, and its
+history row and checkpoint are dropped first. A rerun with other settings (a different
+fingerprint) starts afresh. When the fold is done the outputs are written and
+the work folder removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dawnchorus.config import AudioParams
+
+log = logging.getLogger(__name__)
+EVALUATION_BATCH_SIZE = 64  # inference only: any size gives the same scores
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """What the tuner searches (the seed's `best_overall_hyperparameters`), plus weight decay."""
+
+    learning_rate: float
+    batch_size: int
+    optimizer: str
+    scheduler: str
+    dropout_rate: float
+    mixup_alpha: float
+    aug_prob: float
+    weight_decay: float
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> Hyperparameters:
+        training = config["training"]
+        return cls(
+            learning_rate=float(training["learning_rate"]),
+            batch_size=int(training["batch_size"]),
+            optimizer=training["optimizer"],
+            scheduler=training["scheduler"],
+            dropout_rate=float(config["model"]["dropout"]),
+            mixup_alpha=float(training["mixup_alpha"]),
+            aug_prob=float(training["aug_prob"]),
+            weight_decay=float(training["weight_decay"]),
+        )
+
+
+@dataclass(frozen=True)
+class FoldPaths:
+    manifest: Path
+    classes: Path
+    folds: Path
+    shards: tuple[Path, ...]
+    out_dir: Path
+    tensorboard_dir: Path
+
+    @property
+    def work(self) -> Path:
+        return self.out_dir / "work"
+
+    @property
+    def model(self) -> Path:
+        return self.out_dir / "model.keras"
+
+
+# --------------------------------------------------------------------------------------------
+# TensorFlow setup, optimizers, schedules
+
+
+def configure_tensorflow(threads: int, mixed_precision: str | bool, seed: int) -> dict:
+    """Threads, precision and seeds; returns what was chosen (recorded in metrics.json)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    import keras
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, threads))
+        tf.config.threading.set_inter_op_parallelism_threads(2)
+    except RuntimeError:  # TensorFlow already ran in this process (a notebook, the tests)
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or threads
+        log.info("TensorFlow is already initialised: keeping its thread settings")
+    gpus = tf.config.list_physical_devices("GPU")
+    use_mixed = bool(gpus) if mixed_precision == "auto" else bool(mixed_precision)
+    if use_mixed and not gpus:
+        log.warning("training.mixed_precision is on but there is no GPU: float16 on a CPU is slow")
+    keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
+    keras.utils.set_random_seed(seed)
+    device = f"{len(gpus)} GPU(s): {[gpu.name for gpu in gpus]}" if gpus else "CPU"
+    log.info(
+        "TensorFlow %s on %s, %d thread(s), mixed precision %s",
+        tf.__version__,
+        device,
+        threads,
+        "on" if use_mixed else "off",
+    )
+    return {"device": device, "mixed_precision": use_mixed, "threads": threads}
+
+
+def make_learning_rate(hp: Hyperparameters, steps_per_epoch: int, epochs: int):
+    """A Keras schedule, or a plain rate for reduce_on_plateau (driven by its callback)."""
+    import keras
+
+    total = max(1, steps_per_epoch * epochs)
+    schedules = keras.optimizers.schedules
+    if hp.scheduler == "cosine":
+        warmup = steps_per_epoch if epochs > 2 else 0
+        return schedules.CosineDecay(
+            initial_learning_rate=hp.learning_rate * (0.1 if warmup else 1.0),
+            decay_steps=max(1, total - warmup),
+            alpha=0.01,
+            warmup_target=hp.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    if hp.scheduler == "exponential":
+        return schedules.ExponentialDecay(
+            hp.learning_rate, decay_steps=steps_per_epoch, decay_rate=0.9
+        )
+    if hp.scheduler == "polynomial":
+        return schedules.PolynomialDecay(
+            hp.learning_rate, decay_steps=total, end_learning_rate=hp.learning_rate * 0.01
+        )
+    if hp.scheduler == "reduce_on_plateau":
+        return hp.learning_rate
+    raise ValueError(f"unknown scheduler {hp.scheduler!r}")
+
+
+def make_optimizer(hp: Hyperparameters, learning_rate):
+    import keras
+
+    if hp.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if hp.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=hp.weight_decay)
+    if hp.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate, weight_decay=hp.weight_decay or None)
+    raise ValueError(f"unknown optimizer {hp.optimizer!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# callbacks
+
+
+def _callbacks_module():
+    import keras
+
+    class ValidationAUC(keras.callbacks.Callback):
+        """Writes the exact BirdCLEF `val_auc` (and `val_loss`) into each epoch's logs.
+
+        Listed first among the callbacks, so checkpointing, early stopping, learning-rate
+        reduction, the CSV history and the tuner all see it.
+        """
+
+        def __init__(self, evaluate, classes: Sequence[str]):
+            super().__init__()
+            self._evaluate = evaluate
+            self._classes = classes
+            self._reported_skips = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            auc, loss, result = self._evaluate(self.model)
+            logs = logs if logs is not None else {}
+            logs["val_auc"] = auc
+            logs["val_loss"] = loss
+            if not self._reported_skips and result is not None:
+                skipped = result.skipped(self._classes)
+                if skipped:
+                    log.info(
+                        "val_auc skips %d class(es) without positives in this fold's "
+                        "validation set: %s",
+                        len(skipped),
+                        ", ".join(skipped),
+                    )
+                self._reported_skips = True
+            log.info(
+                "epoch %d: loss %.4f val_loss %.4f val_auc %.4f",
+                epoch + 1,
+                logs.get("loss", math.nan),
+                loss,
+                auc,
+            )
+
+    class StopOnNonFiniteLoss(keras.callbacks.Callback):
+        """Aborts on a NaN/inf loss before any epoch-end save can store the broken weights."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise TrainingError(
+                    f"training diverged: the loss became {loss} at batch {batch + 1} of epoch "
+                    f"{self._epoch + 1}. Nothing was saved from these weights. Lower the "
+                    "learning rate (training.learning_rate) or check the input spectrograms."
+                )
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """EarlyStopping that remembers the epochs finished before a restart."""
+
+        def __init__(self, history: pd.DataFrame, **kwargs):
+            super().__init__(**kwargs)
+            self._history = history
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            scores = self._history.get("val_auc", pd.Series(dtype=float)).dropna()
+            if len(scores):
+                self.best = float(scores.max())
+                self.best_epoch = int(self._history.loc[scores.idxmax(), "epoch"])
+                self.wait = int(self._history["epoch"].iloc[-1]) - self.best_epoch
+
+    class ElapsedTime(keras.callbacks.Callback):
+        """Adds this epoch's wall time to the run's total in state.json."""
+
+        def __init__(self, state_path: Path):
+            super().__init__()
+            self._state_path = state_path
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            state = _read_state(self._state_path)
+            state["elapsed_s"] = state.get("elapsed_s", 0.0) + time.monotonic() - self._start
+            _write_json(self._state_path, state)
+
+    class KeepNewestBest(keras.callbacks.Callback):
+        """Deletes superseded best checkpoints once the epoch that superseded them is backed up
+        (at the next epoch's start), so a kill at any moment leaves a usable one."""
+
+        def __init__(self, work: Path):
+            super().__init__()
+            self._work = work
+
+        def on_epoch_begin(self, epoch, logs=None):
+            for checkpoint in _best_checkpoints(self._work)[:-1]:
+                checkpoint.unlink()
+
+        on_train_end = on_epoch_begin
+
+    return ValidationAUC, StopOnNonFiniteLoss, ResumableEarlyStopping, ElapsedTime, KeepNewestBest
+
+
+# --------------------------------------------------------------------------------------------
+# work folder state
+
+
+def _write_json(path: Path, payload: Mapping) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepare_work_dir(work: Path, run_fingerprint: str) -> dict:
+    """Keep a previous attempt's state only if it was made with the same settings."""
+    state = _read_state(work / "state.json")
+    finished_but_lost = state.get("fit_done") and not _best_checkpoints(work)
+    if work.exists() and (state.get("fingerprint") != run_fingerprint or finished_but_lost):
+        log.warning("discarding %s: it was made with other settings or is incomplete", work)
+        shutil.rmtree(work)
+        state = {}
+    work.mkdir(parents=True, exist_ok=True)
+    if not state:
+        state = {"fingerprint": run_fingerprint, "elapsed_s": 0.0, "fit_done": False}
+        _write_json(work / "state.json", state)
+    return state
+
+
+def _best_checkpoints(work: Path) -> list[Path]:
+    """The best-so-far checkpoints, oldest first (each one better than the one before)."""
+    return sorted(work.glob("best-epoch-*.weights.h5"))
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    return int(path.name.split(".")[0].removeprefix("best-epoch-"))
+
+
+def epochs_backed_up(backup_dir: Path) -> int:
+    """Epochs BackupAndRestore holds (0 if none): where a resumed fit starts."""
+    for name in ("training_metadata.json", "training_metadata.json.bkp"):
+        try:
+            return int(json.loads((backup_dir / name).read_text())["epoch"])
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            continue
+    return 0
+
+
+def drop_unfinished_epochs(work: Path, epochs_done: int) -> pd.DataFrame:
+    """Forget what an epoch the backup does not hold left behind; return the history kept."""
+    history = _read_history(work / "history.csv")
+    if len(history) and (history["epoch"] >= epochs_done).any():
+        log.warning(
+            "epoch(s) %s were logged but not backed up before the job died: training them again",
+            ", ".join(str(int(e) + 1) for e in history["epoch"][history["epoch"] >= epochs_done]),
+        )
+        history = history[history["epoch"] < epochs_done]
+        history.to_csv(work / "history.csv", index=False, lineterminator="\n")
+    for checkpoint in _best_checkpoints(work):
+        if _checkpoint_epoch(checkpoint) > epochs_done:
+            checkpoint.unlink()
+    return history
+
+
+def _read_history(path: Path) -> pd.DataFrame:
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=["epoch"])
+    return pd.read_csv(path)
+
+
+# --------------------------------------------------------------------------------------------
+# the fold
+
+
+def _select_rows(clips, store, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    present = sorted(int(f) for f in np.unique(clips.folds))
+    if fold not in present:
+        raise TrainingError(f"fold {fold} does not exist: folds.csv has folds {present}")
+    usable = store.available
+    if store.missing:
+        log.warning(
+            "%d recording(s) of the manifest are not in the shards (quarantined), left out: %s",
+            len(store.missing),
+            ", ".join(store.missing[:10]),
+        )
+    train_rows = np.flatnonzero((clips.folds != fold) & usable)
+    val_rows = np.flatnonzero((clips.folds == fold) & usable)
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise TrainingError(
+            f"fold {fold} has {len(train_rows)} training and {len(val_rows)} "
+            "validation recordings: nothing to train or validate on"
+        )
+    return train_rows, val_rows
+
+
+def train_fold(
+    config: Mapping,
+    fold: int,
+    paths: FoldPaths,
+    hyperparameters: Hyperparameters,
+    threads: int = 1,
+    hyperparameter_source: str = "config",
+) -> dict:
+    """Train (or resume) one fold and write model.keras, history.csv, metrics.json, oof.csv."""
+    from dawnchorus.dataset import evaluation_windows
+    from dawnchorus.folds import load_labelled_clips
+    from dawnchorus.shards import ClipStore
+
+    training, model_config = config["training"], config["model"]
+    params = AudioParams.from_config(config)
+    run_fingerprint = fingerprint(
+        asdict(hyperparameters), training, model_config, asdict(params), config["seed"], fold
+    )
+    state = prepare_work_dir(paths.work, run_fingerprint)
+    runtime = configure_tensorflow(threads, training["mixed_precision"], config["seed"] + fold)
+
+    clips = load_labelled_clips(paths.manifest, paths.classes, paths.folds)
+    store = ClipStore(paths.shards, params, clips.filenames, training["cache_ram_mb"])
+    try:
+        train_rows, val_rows = _select_rows(clips, store, fold)
+        log.info(
+            "fold %d: %d training and %d validation recordings, %d classes",
+            fold,
+            len(train_rows),
+            len(val_rows),
+            len(clips.classes),
+        )
+        validation = evaluation_windows(store, val_rows, training["val_windows"])
+        val_labels = clips.labels[val_rows]
+        model, resumed_from = _fit(
+            config,
+            hyperparameters,
+            paths,
+            state,
+            store,
+            clips,
+            train_rows,
+            validation,
+            val_labels,
+            params,
+        )
+    finally:
+        store.close()
+
+    val_scores = _predict_clips(model, validation, training["normalization"])
+    from dawnchorus.metrics import binary_cross_entropy, birdclef_auc
+
+    auc = birdclef_auc(val_labels, val_scores)
+    history = _read_history(paths.work / "history.csv")
+    best = history.loc[history["val_auc"].idxmax()]
+    state = _read_state(paths.work / "state.json")
+    metrics = {
+        "fold": fold,
+        "best_epoch": int(best["epoch"]) + 1,
+        "best_val_auc": float(best["val_auc"]),
+        "best_val_loss": float(best["val_loss"]),
+        "train_loss_at_best": float(best["loss"]),
+        "val_auc": auc.macro,
+        "val_loss": binary_cross_entropy(val_labels, val_scores),
+        "epochs_run": len(history),
+        "stopped_early": len(history) < training["epochs"],
+        "resumed_from_epoch": resumed_from,
+        "training_time": round(float(state.get("elapsed_s", 0.0)), 1),
+        "n_train": len(train_rows),
+        "n_val": len(val_rows),
+        "n_val_windows": len(validation.windows),
+        "scored_classes": int(auc.scored.sum()),
+        "skipped_classes": auc.skipped(clips.classes),
+        "hyperparameters": asdict(hyperparameters),
+        "hyperparameter_source": hyperparameter_source,
+        "image_size": list(model_config["image_size"]),
+        **runtime,
+    }
+    save_for_inference(model, paths.model)
+    _write_outputs(paths, metrics, history, clips, val_rows, val_scores, fold)
+    log.info(
+        "fold %d done: val_auc %.4f (best epoch %d of %d), %.0f s",
+        fold,
+        auc.macro,
+        metrics["best_epoch"],
+        metrics["epochs_run"],
+        metrics["training_time"],
+    )
+    return metrics
+
+
+def _fit(config, hp, paths, state, store, clips, train_rows, validation, val_labels, params):
+    """Build the model, train it unless a previous attempt finished, return it with the best
+    weights loaded (and the epoch training resumed from)."""
+    import keras
+
+    from dawnchorus.dataset import training_dataset
+    from dawnchorus.metrics import binary_cross_entropy, birdclef_auc
+    from dawnchorus.model import build_model
+
+    training, model_config = config["training"], config["model"]
+    work = paths.work
+    callback_classes = _callbacks_module()
+    ValidationAUC, StopOnNonFiniteLoss, ResumableEarlyStopping, ElapsedTime, KeepNewestBest = (
+        callback_classes
+    )
+    if state.get("fit_done"):  # the backup is gone by then; history and checkpoint are final
+        history = _read_history(work / "history.csv")
+        resumed_from = len(history)
+    else:
+        resumed_from = epochs_backed_up(work / "backup")
+        history = drop_unfinished_epochs(work, resumed_from)
+
+    model = build_model(
+        num_classes=len(clips.classes),
+        input_shape=(params.n_mels, params.window_frames, 1),
+        image_size=model_config["image_size"],
+        backbone=model_config["backbone"],
+        weights=model_config["weights"],
+        dropout=hp.dropout_rate,
+        bn_momentum=model_config["bn_momentum"],
+    )
+    if state.get("fit_done"):
+        log.info("training of this fold already finished; evaluating the best checkpoint")
+        model.load_weights(_best_checkpoints(work)[-1])
+        return model, resumed_from
+
+    steps = math.ceil(len(train_rows) / hp.batch_size)
+    model.compile(
+        optimizer=make_optimizer(hp, make_learning_rate(hp, steps, training["epochs"])),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+    )
+    train_data = training_dataset(
+        store, train_rows, clips.labels, training, hp.batch_size, hp.mixup_alpha, hp.aug_prob
+    )
+    val_data = validation.dataset(training["normalization"], EVALUATION_BATCH_SIZE)
+
+    def evaluate(current):
+        scores = validation.per_clip(_sigmoid(current.predict(val_data, verbose=0)))
+        if not np.isfinite(scores).all():
+            return math.nan, math.nan, None
+        result = birdclef_auc(val_labels, scores)
+        return result.macro, binary_cross_entropy(val_labels, scores), result
+
+    best_so_far = history["val_auc"].max() if "val_auc" in history and len(history) else None
+    callbacks = [
+        ValidationAUC(evaluate, clips.classes),
+        StopOnNonFiniteLoss(),
+        keras.callbacks.ModelCheckpoint(
+            str(work / "best-epoch-{epoch:03d}.weights.h5"),
+            monitor="val_auc",
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=None if best_so_far is None else float(best_so_far),
+        ),
+        ResumableEarlyStopping(
+            history, monitor="val_auc", mode="max", patience=training["patience"]
+        ),
+        ElapsedTime(work / "state.json"),
+        KeepNewestBest(work),
+        keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(
+            log_dir=str(paths.tensorboard_dir), write_graph=False, profile_batch=0
+        ),
+        # last, so an epoch counts as done only after everything above has seen it
+        keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
+    ]
+    if hp.scheduler == "reduce_on_plateau":
+        callbacks.insert(
+            4,
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_auc",
+                mode="max",
+                factor=0.5,
+                patience=max(1, training["patience"] // 2),
+            ),
+        )
+    if resumed_from:
+        log.info("resuming after epoch %d (found %s)", resumed_from, work / "backup")
+    # shuffle=False: the dataset reshuffles itself each epoch (Keras would only warn)
+    model.fit(train_data, epochs=training["epochs"], callbacks=callbacks, verbose=2, shuffle=False)
+
+    if not _best_checkpoints(work):
+        raise TrainingError(
+            "no checkpoint was written: val_auc was never a number (every "
+            "validation class lacked positives, or the model diverged)"
+        )
+    state = _read_state(work / "state.json")
+    state["fit_done"] = True
+    _write_json(work / "state.json", state)
+    model.load_weights(_best_checkpoints(work)[-1])
+    return model, resumed_from
+
+
+def save_for_inference(model, path: Path) -> None:
+    """Architecture and weights, without optimizer or compile state, atomically."""
+    import keras
+
+    # from_config, not clone_model: Keras 3.1x compiles a clone of a compiled model
+    plain = keras.Model.from_config(model.get_config())
+    plain.set_weights(model.get_weights())
+    temporary = path.with_name(f".{path.stem}.tmp.keras")
+    plain.save(temporary)
+    os.replace(temporary, path)
+
+
+def write_predictions(predictions: pd.DataFrame, path: str | Path) -> None:
+    """Probabilities to CSV with enough digits to keep their order (and so every AUC) exact."""
+    predictions.to_csv(path, index=False, float_format="%.9g", lineterminator="\n")
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def _predict_clips(model, validation, normalization: str) -> np.ndarray:
+    data = validation.dataset(normalization, EVALUATION_BATCH_SIZE)
+    return validation.per_clip(_sigmoid(model.predict(data, verbose=0)))
+
+
+def _write_outputs(paths: FoldPaths, metrics, history, clips, val_rows, val_scores, fold) -> None:
+    out = paths.out_dir
+    oof = pd.DataFrame(val_scores, columns=clips.classes)
+    oof.insert(0, "fold", fold)
+    oof.insert(0, "filename", [clips.filenames[row] for row in val_rows])
+    write_predictions(oof, out / "oof.csv")
+    history.to_csv(out / "history.csv", index=False, lineterminator="\n")
+    _write_json(out / "metrics.json", metrics)
+    shutil.rmtree(paths.work)

@@ -1,0 +1,87 @@
+"""build_model: shapes, the input adapter, float32 logits, and every way of getting weights."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from dawnchorus.model import WeightsError, build_backbone, build_model
+
+INPUT = (128, 313, 1)
+
+
+def test_window_in_logits_out_with_resize_inside_the_model():
+    model = build_model(7, INPUT, image_size=(32, 48), dropout=0.3)
+    assert model.input_shape == (None, *INPUT)
+    assert model.output_shape == (None, 7)
+    assert model.get_layer("resize").output.shape[1:3] == (32, 48)
+    logits = model.predict(np.random.default_rng(0).random((2, *INPUT)), verbose=0)
+    assert logits.shape == (2, 7) and np.isfinite(logits).all()
+
+
+def test_logits_stay_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model(3, INPUT, image_size=(32, 32))
+        assert model.get_layer("logits").compute_dtype == "float32"
+        assert model.output.dtype == "float32"
+        assert model.get_layer("efficientnetb0").compute_dtype == "float16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_bn_momentum_is_applied_and_saved(tmp_path):
+    model = build_model(3, INPUT, image_size=(32, 32), bn_momentum=0.9)
+    norms = [
+        layer
+        for layer in model.get_layer("efficientnetb0").layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert norms and all(layer.momentum == 0.9 for layer in norms)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.get_layer("efficientnetb0").get_layer(norms[0].name).momentum == 0.9
+
+
+def test_weights_from_a_local_file_are_loaded_with_imagenet_input_scaling(tmp_path):
+    # a stand-in for efficientnetb0_notop.h5: same architecture, weights of our own
+    source = build_backbone("efficientnet_b0", "none", (32, 32, 3))
+    rng = np.random.default_rng(3)
+    source.set_weights([rng.normal(size=w.shape).astype(w.dtype) for w in source.get_weights()])
+    weights_file = tmp_path / "efficientnetb0_notop.weights.h5"
+    source.save_weights(weights_file)
+
+    loaded = build_backbone("efficientnet_b0", str(weights_file), (32, 32, 3))
+    target_conv = loaded.get_layer("stem_conv").get_weights()[0]
+    np.testing.assert_array_equal(target_conv, source.get_layer("stem_conv").get_weights()[0])
+
+    # only the ImageNet variant divides by the ImageNet standard deviations (a second Rescaling)
+    def rescalings(model):
+        return sum(isinstance(layer, keras.layers.Rescaling) for layer in model.layers)
+
+    assert (rescalings(source), rescalings(loaded)) == (1, 2)
+    model = build_model(4, INPUT, image_size=(32, 32), weights=str(weights_file))
+    np.testing.assert_array_equal(
+        model.get_layer("efficientnetb0").get_layer("stem_conv").get_weights()[0], target_conv
+    )
+
+
+def test_missing_or_wrong_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        build_model(3, INPUT, image_size=(32, 32), weights=str(tmp_path / "nope.h5"))
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"not hdf5")
+    with pytest.raises(WeightsError, match="cannot load"):
+        build_model(3, INPUT, image_size=(32, 32), weights=str(garbage))
+
+
+def test_imagenet_offline_is_a_clear_error(monkeypatch):
+    from keras.src.utils import file_utils
+
+    def no_internet(*args, **kwargs):
+        raise OSError("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", no_internet)
+    with pytest.raises(WeightsError, match="local path"):
+        build_model(3, INPUT, image_size=(32, 32), weights="imagenet")

@@ -1,0 +1,132 @@
+"""Real (small) Keras training of one fold from real shards: outputs, metric, faults."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from dawnchorus.config import load_config
+from dawnchorus.folds import load_labelled_clips
+from dawnchorus.metrics import birdclef_auc
+from dawnchorus.train import FoldPaths, Hyperparameters, TrainingError, train_fold
+
+pytestmark = pytest.mark.training
+
+
+def fold_paths(prepared, out_dir):
+    return FoldPaths(
+        prepared.manifest,
+        prepared.classes,
+        prepared.folds,
+        prepared.shards,
+        out_dir,
+        out_dir / "tensorboard",
+    )
+
+
+def small_config(**training):
+    return load_config(
+        None,
+        {
+            "data_dir": "unused",
+            "model": {"image_size": [32, 32], "bn_momentum": 0.9},
+            "training": {"epochs": 2, "batch_size": 8, "val_windows": 1, **training},
+        },
+    )
+
+
+def test_one_fold_writes_model_history_metrics_and_oof(tiny_prepared, tmp_path, caplog):
+    config = small_config(epochs=3)
+    paths = fold_paths(tiny_prepared, tmp_path / "fold_0")
+    with caplog.at_level(logging.INFO):
+        metrics = train_fold(config, 0, paths, Hyperparameters.from_config(config))
+
+    clips = load_labelled_clips(tiny_prepared.manifest, tiny_prepared.classes, tiny_prepared.folds)
+    val_rows = np.flatnonzero(clips.folds == 0)
+    oof = pd.read_csv(paths.out_dir / "oof.csv", keep_default_na=False)
+    assert oof["filename"].tolist() == [clips.filenames[row] for row in val_rows]
+    assert list(oof.columns) == ["filename", "fold", *clips.classes]
+    assert ((oof[clips.classes] >= 0) & (oof[clips.classes] <= 1)).all().all()
+    # the recorded val_auc is the exact metric on the written out-of-fold predictions
+    expected = birdclef_auc(clips.labels[val_rows], oof[clips.classes].to_numpy())
+    assert metrics["val_auc"] == pytest.approx(expected.macro)
+    assert metrics["skipped_classes"] == expected.skipped(clips.classes)
+    if metrics["skipped_classes"]:
+        assert "val_auc skips" in caplog.text
+
+    history = pd.read_csv(paths.out_dir / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2]
+    assert {"loss", "val_auc", "val_loss"} <= set(history.columns)
+    assert metrics["best_val_auc"] == pytest.approx(history["val_auc"].max())
+    assert metrics["best_epoch"] == int(history["val_auc"].idxmax()) + 1
+    saved = json.loads((paths.out_dir / "metrics.json").read_text())
+    assert saved["fold"] == 0 and saved["mixed_precision"] is False and saved["device"] == "CPU"
+    assert not paths.work.exists(), "the work folder is removed once the fold is done"
+    assert list(paths.tensorboard_dir.rglob("events.out.tfevents*"))
+
+    # model.keras is the best checkpoint, loadable without custom objects, and reproduces oof
+    from dawnchorus.dataset import evaluation_windows
+    from dawnchorus.shards import ClipStore
+
+    model = keras.models.load_model(paths.model)
+    assert not model.compiled, "model.keras holds no optimizer state"
+    store = ClipStore(tiny_prepared.shards, tiny_prepared.params, clips.filenames, 1000)
+    windows = evaluation_windows(store, val_rows, 1)
+    store.close()
+    logits = model.predict(windows.dataset("minmax", 16), verbose=0)
+    scores = windows.per_clip(1 / (1 + np.exp(-logits)))
+    np.testing.assert_allclose(scores, oof[clips.classes].to_numpy(), atol=2e-5)
+
+
+def test_a_fold_that_does_not_exist_fails_before_training(tiny_prepared, tmp_path):
+    config = small_config()
+    with pytest.raises(TrainingError, match=r"fold 9 does not exist.*\[0, 1, 2, 3, 4\]"):
+        train_fold(
+            config,
+            9,
+            fold_paths(tiny_prepared, tmp_path / "f"),
+            Hyperparameters.from_config(config),
+        )
+    assert not (tmp_path / "f" / "model.keras").exists()
+
+
+def test_nan_loss_stops_training_with_a_clear_message_and_no_checkpoint(tiny_prepared, tmp_path):
+    # a learning rate this large overflows the weights within a few steps
+    config = small_config(learning_rate=1e30, scheduler="exponential", mixup_alpha=0.0)
+    paths = fold_paths(tiny_prepared, tmp_path / "fold_0")
+    with pytest.raises(TrainingError, match=r"training diverged.*learning rate"):
+        train_fold(config, 0, paths, Hyperparameters.from_config(config))
+    assert not list(paths.work.glob("best-*"))
+    assert not paths.model.exists()
+
+
+def test_an_epoch_logged_but_not_backed_up_is_forgotten_before_resuming(tmp_path):
+    """Killed between CSVLogger/ModelCheckpoint and BackupAndRestore: the backup decides."""
+    from dawnchorus.train import drop_unfinished_epochs, epochs_backed_up
+
+    work = tmp_path / "work"
+    (work / "backup").mkdir(parents=True)
+    pd.DataFrame({"epoch": [0, 1, 2], "loss": [0.5, 0.4, 0.3], "val_auc": [0.6, 0.7, 0.8]}).to_csv(
+        work / "history.csv", index=False
+    )
+    for epoch in (1, 2, 3):
+        (work / f"best-epoch-{epoch:03d}.weights.h5").write_bytes(b"x")
+    assert epochs_backed_up(work / "backup") == 0
+    (work / "backup" / "training_metadata.json.bkp").write_text('{"epoch": 1, "batch": 0}')
+    (work / "backup" / "training_metadata.json").write_text('{"epo')  # killed mid-write
+    assert epochs_backed_up(work / "backup") == 1
+    (work / "backup" / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    assert epochs_backed_up(work / "backup") == 2
+
+    history = drop_unfinished_epochs(work, 2)
+    assert history["epoch"].tolist() == [0, 1]
+    assert pd.read_csv(work / "history.csv")["epoch"].tolist() == [0, 1]
+    assert sorted(p.name for p in work.glob("best-*")) == [
+        "best-epoch-001.weights.h5",
+        "best-epoch-002.weights.h5",
+    ]
