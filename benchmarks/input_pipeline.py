@@ -166,15 +166,15 @@ def main() -> None:
     demo_size = load_config(REPO / "config" / "demo.yaml")["model"]["image_size"][0]
 
     with tempfile.TemporaryDirectory() as tmp:
-        config, out, shards = prepare(Path(tmp), args.species, args.per_species)
+        config, prepared = prepare(Path(tmp), args.species, args.per_species)
         figures = {
-            "pipeline_ram_samples_per_s": shard_pipeline_rate(
-                config, out, shards, 8192, args.batches
-            ),
+            "pipeline_ram_samples_per_s": shard_pipeline_rate(config, prepared, 8192, args.batches),
             "pipeline_streamed_samples_per_s": shard_pipeline_rate(
-                config, out, shards, 0, args.batches
+                config, prepared, 0, args.batches
             ),
-            "seed_style_samples_per_s": seed_style_rate(config, out, max(2, args.batches // 20)),
+            "seed_style_samples_per_s": seed_style_rate(
+                config, prepared, max(2, args.batches // 20)
+            ),
         }
     figures["pipeline_vs_seed_style"] = (
         figures["pipeline_ram_samples_per_s"] / figures["seed_style_samples_per_s"]
