@@ -75,7 +75,14 @@ def shard_pipeline_rate(config, prepared: PreparedData, ram_mb: float, batches: 
     store = ClipStore(prepared.shards, prepared.params, clips.filenames, ram_mb)
     rows = np.flatnonzero(store.available)
     data = training_dataset(
-        store, rows, clips.labels, config["training"], BATCH, mixup_alpha=0.4, aug_prob=1.0
+        store,
+        rows,
+        clips.labels,
+        config["training"],
+        BATCH,
+        mixup_alpha=0.4,
+        aug_prob=1.0,
+        seed=config["seed"],
     )
     try:
         return rate(data, batches)

@@ -19,6 +19,10 @@ SETTINGS = {
 }
 
 
+def seed(value: int) -> tf.Tensor:
+    return tf.constant([value, 1234], dtype=tf.int64)
+
+
 def window(seed=0, shape=(32, 40, 1)):
     return tf.constant(np.random.default_rng(seed).uniform(-90, 20, shape), dtype=tf.float32)
 
@@ -46,10 +50,9 @@ def test_minmax_maps_each_window_to_exactly_0_1_and_fixed_keeps_absolute_level()
 
 def test_spec_augment_masks_whole_rows_and_columns_and_probability_zero_is_identity():
     image = augment.normalize_window(window(2), "minmax") + 0.01  # no zero before masking
-    tf.random.set_seed(0)
     masked_any = False
-    for _ in range(20):
-        out = augment.spec_augment(image, SETTINGS, 1.0).numpy()[..., 0]
+    for k in range(20):
+        out = augment.spec_augment(image, SETTINGS, 1.0, seed(k)).numpy()[..., 0]
         assert out.shape == (32, 40)
         zero = out == 0
         # every zero lies in a fully masked frequency row or time column
@@ -58,23 +61,31 @@ def test_spec_augment_masks_whole_rows_and_columns_and_probability_zero_is_ident
         assert full_cols.sum() <= 2 * int(40 * 0.1) and full_rows.sum() <= 2 * int(32 * 0.1)
         masked_any |= zero.any()
     assert masked_any
-    np.testing.assert_array_equal(augment.spec_augment(image, SETTINGS, 0.0), image)
-    np.testing.assert_array_equal(augment.gain_bias(image, SETTINGS, 0.0), image)
+    np.testing.assert_array_equal(augment.spec_augment(image, SETTINGS, 0.0, seed(0)), image)
+    np.testing.assert_array_equal(augment.gain_bias(image, SETTINGS, 0.0, seed(0)), image)
 
 
 def test_gain_bias_stays_in_0_1_and_changes_the_window():
     image = augment.normalize_window(window(3), "minmax")
-    outs = [augment.gain_bias(image, SETTINGS, 1.0).numpy() for _ in range(10)]
+    outs = [augment.gain_bias(image, SETTINGS, 1.0, seed(k)).numpy() for k in range(10)]
     assert all(out.min() >= 0 and out.max() <= 1 for out in outs)
     assert any(not np.allclose(out, image) for out in outs)
 
 
+def test_augmentations_are_a_function_of_their_seed():
+    image = augment.normalize_window(window(4), "minmax")
+    for transform in (augment.spec_augment, augment.gain_bias):
+        first = transform(image, SETTINGS, 1.0, seed(5)).numpy()
+        np.testing.assert_array_equal(first, transform(image, SETTINGS, 1.0, seed(5)))
+        others = [transform(image, SETTINGS, 1.0, seed(k)).numpy() for k in range(6, 12)]
+        assert any(not np.array_equal(first, other) for other in others)
+
+
 @pytest.mark.parametrize("alpha", [0.2, 0.4, 1.0, 2.0])
 def test_mixup_lambda_follows_beta_alpha_alpha(alpha):
-    tf.random.set_seed(1)
     # float64: in float32 about 2% of Beta(0.2, 0.2) draws round to exactly 0 or 1, which is
     # harmless for mixup but shows up as a step in the KS statistic
-    samples = augment.sample_beta([20000], alpha, dtype=tf.float64).numpy()
+    samples = augment.sample_beta([20000], alpha, seed(1), dtype=tf.float64).numpy()
     assert ((samples >= 0) & (samples <= 1)).all()
     # Kolmogorov-Smirnov against Beta(alpha, alpha); a skewed Beta(alpha, alpha + 1) fails it
     assert stats.kstest(samples, stats.beta(alpha, alpha).cdf).pvalue > 1e-3
@@ -82,18 +93,17 @@ def test_mixup_lambda_follows_beta_alpha_alpha(alpha):
 
 
 def test_mixup_mixes_images_and_labels_with_the_same_lambda():
-    tf.random.set_seed(2)
     batch = 64
     # image k is the constant k, label k is one-hot k: the mix recovers lambda and the partner
     images = tf.reshape(tf.range(batch, dtype=tf.float32), [-1, 1, 1, 1]) * tf.ones([1, 2, 3, 1])
     labels = tf.one_hot(tf.range(batch), batch)
-    mixed_images, mixed_labels = augment.mixup(images, labels, alpha=0.4, probability=1.0)
+    mixed_images, mixed_labels = augment.mixup(images, labels, 0.4, 1.0, seed(2))
     mixed_images, mixed_labels = mixed_images.numpy(), mixed_labels.numpy()
     np.testing.assert_allclose(mixed_labels.sum(axis=1), 1.0, atol=1e-6)
     expected_pixel = mixed_labels @ np.arange(batch, dtype=np.float32)
     np.testing.assert_allclose(mixed_images[:, 0, 0, 0], expected_pixel, rtol=1e-4, atol=1e-3)
     assert (mixed_labels.max(axis=1) < 0.999).mean() > 0.5  # most samples really were mixed
 
-    unmixed_images, unmixed_labels = augment.mixup(images, labels, alpha=0.4, probability=0.0)
+    unmixed_images, unmixed_labels = augment.mixup(images, labels, 0.4, 0.0, seed(2))
     np.testing.assert_array_equal(unmixed_images, images)
     np.testing.assert_array_equal(unmixed_labels, labels)

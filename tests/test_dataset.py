@@ -56,7 +56,7 @@ def test_training_batches_have_the_right_shapes_ranges_and_labels(store, clips):
     training = load_config(None, {"data_dir": "unused"})["training"]
     rows = np.arange(len(clips.filenames))
     data = training_dataset(
-        store, rows, clips.labels, training, batch_size=8, mixup_alpha=0.0, aug_prob=0.0
+        store, rows, clips.labels, training, batch_size=8, mixup_alpha=0.0, aug_prob=0.0, seed=1
     )
     seen = []
     for images, labels in data:
@@ -69,6 +69,30 @@ def test_training_batches_have_the_right_shapes_ranges_and_labels(store, clips):
     assert len(seen) == len(rows)
     np.testing.assert_array_equal(np.sort(seen, axis=0), np.sort(clips.labels, axis=0))
     assert (clips.labels.sum(axis=1) > 1).any(), "secondary labels are in the multi-hot labels"
+
+
+def test_training_epochs_follow_the_seed_whatever_the_parallelism(store, clips):
+    training = load_config(None, {"data_dir": "unused"})["training"]
+    rows = np.arange(len(clips.filenames))
+
+    def epochs(seed, count=2):
+        data = training_dataset(
+            store,
+            rows,
+            clips.labels,
+            training,
+            batch_size=8,
+            mixup_alpha=0.4,
+            aug_prob=1.0,
+            seed=seed,
+        )
+        return [np.concatenate([images.numpy() for images, _ in data]) for _ in range(count)]
+
+    first, second = epochs(3), epochs(3)
+    for mine, again in zip(first, second, strict=True):
+        np.testing.assert_array_equal(mine, again)
+    assert not np.array_equal(first[0], first[1]), "each epoch draws new windows and augmentations"
+    assert not np.array_equal(first[0], epochs(4, count=1)[0]), "another seed, other epochs"
 
 
 def test_evaluation_windows_are_deterministic_and_averaged_per_clip(store, clips):

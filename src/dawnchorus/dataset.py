@@ -42,8 +42,13 @@ def training_dataset(
     batch_size: int,
     mixup_alpha: float,
     aug_prob: float,
+    seed: int,
 ) -> tf.data.Dataset:
-    """One epoch of (images, labels) batches: a random window per recording, augmented."""
+    """One epoch of (images, labels) batches: a random window per recording, augmented.
+
+    Every random choice (order, window position, augmentations, mixup) follows from `seed` and
+    the epoch: the same seed gives the same epochs, whatever the parallelism.
+    """
     params = store.params
     shape = (params.window_frames, params.n_mels)
     rows = np.asarray(rows, dtype=np.int64)
@@ -53,25 +58,33 @@ def training_dataset(
     def read(row: np.int64, position: np.float32) -> np.ndarray:
         return store.random_window(int(row), float(position))
 
-    def example(index):
+    def example(index, example_seed):
+        position_seed, mask_seed, jitter_seed, mixup_seed = tf.unstack(
+            tf.random.experimental.stateless_split(example_seed, 4)
+        )
+        position = tf.random.stateless_uniform([], position_seed)
         window = tf.numpy_function(
-            read, [tf.gather(rows, index), tf.random.uniform([])], tf.float16, stateful=True
+            read, [tf.gather(rows, index), position], tf.float16, stateful=False
         )
         window.set_shape(shape)
         image = window_to_image(window, training["normalization"])
-        image = augment.spec_augment(image, settings, aug_prob)
-        image = augment.gain_bias(image, settings, aug_prob)
-        return image, tf.gather(label_table, index)
+        image = augment.spec_augment(image, settings, aug_prob, mask_seed)
+        image = augment.gain_bias(image, settings, aug_prob, jitter_seed)
+        return image, tf.gather(label_table, index), mixup_seed
 
+    def mix(images, batch_labels, mixup_seeds):
+        return augment.mixup(images, batch_labels, mixup_alpha, aug_prob, mixup_seeds[0])
+
+    order = tf.data.Dataset.range(len(rows)).shuffle(
+        len(rows), seed=seed, reshuffle_each_iteration=True
+    )
+    # a new pair of seeds per example and epoch, reproducible from `seed`
+    example_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     return (
-        tf.data.Dataset.range(len(rows))
-        .shuffle(len(rows), reshuffle_each_iteration=True)
+        tf.data.Dataset.zip(order, example_seeds)
         .map(example, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size)
-        .map(
-            lambda x, y: augment.mixup(x, y, mixup_alpha, aug_prob),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        .map(mix, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
 

@@ -22,14 +22,21 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from dawnchorus.config import AudioParams
+
+if TYPE_CHECKING:  # TensorFlow is imported only where a job needs it
+    from dawnchorus.dataset import EvaluationWindows
+    from dawnchorus.folds import LabelledClips
+    from dawnchorus.shards import ClipStore
 
 log = logging.getLogger(__name__)
 EVALUATION_BATCH_SIZE = 64  # inference only: any size gives the same scores
@@ -68,11 +75,17 @@ class Hyperparameters:
 
 
 @dataclass(frozen=True)
-class FoldPaths:
+class DataPaths:
+    """The data stage's outputs a training or tuning job reads."""
+
     manifest: Path
     classes: Path
     folds: Path
     shards: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class FoldPaths(DataPaths):
     out_dir: Path
     tensorboard_dir: Path
 
@@ -341,7 +354,84 @@ def _read_history(path: Path) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
-# the fold
+# the fold's data, shared by training and tuning
+
+
+@dataclass
+class FoldData:
+    """One fold's recordings: the training rows, and the validation windows scored each epoch."""
+
+    clips: LabelledClips
+    store: ClipStore
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    validation: EvaluationWindows
+    normalization: str
+
+    @property
+    def val_labels(self) -> np.ndarray:
+        return self.clips.labels[self.val_rows]
+
+    def training_dataset(self, training: Mapping, hp: Hyperparameters, seed: int):
+        from dawnchorus.dataset import training_dataset
+
+        return training_dataset(
+            self.store,
+            self.train_rows,
+            self.clips.labels,
+            training,
+            hp.batch_size,
+            hp.mixup_alpha,
+            hp.aug_prob,
+            seed,
+        )
+
+    def predict(self, model) -> np.ndarray:
+        """Probabilities per validation recording (the mean over its windows)."""
+        data = self.validation.dataset(self.normalization, EVALUATION_BATCH_SIZE)
+        return self.validation.per_clip(_sigmoid(model.predict(data, verbose=0)))
+
+    def evaluate(self, model):
+        """(val_auc, val_loss, AUC result) of `model`; NaNs and no result if it diverged."""
+        from dawnchorus.metrics import binary_cross_entropy, birdclef_auc
+
+        scores = self.predict(model)
+        if not np.isfinite(scores).all():
+            return math.nan, math.nan, None
+        result = birdclef_auc(self.val_labels, scores)
+        return result.macro, binary_cross_entropy(self.val_labels, scores), result
+
+
+@contextmanager
+def open_fold(config: Mapping, fold: int, paths: DataPaths) -> Iterator[FoldData]:
+    """Fold `fold` of the data stage's outputs: training rows and validation windows."""
+    from dawnchorus.dataset import evaluation_windows
+    from dawnchorus.folds import load_labelled_clips
+    from dawnchorus.shards import ClipStore
+
+    training = config["training"]
+    params = AudioParams.from_config(config)
+    clips = load_labelled_clips(paths.manifest, paths.classes, paths.folds)
+    store = ClipStore(paths.shards, params, clips.filenames, training["cache_ram_mb"])
+    try:
+        train_rows, val_rows = _select_rows(clips, store, fold)
+        log.info(
+            "fold %d: %d training and %d validation recordings, %d classes",
+            fold,
+            len(train_rows),
+            len(val_rows),
+            len(clips.classes),
+        )
+        yield FoldData(
+            clips=clips,
+            store=store,
+            train_rows=train_rows,
+            val_rows=val_rows,
+            validation=evaluation_windows(store, val_rows, training["val_windows"]),
+            normalization=training["normalization"],
+        )
+    finally:
+        store.close()
 
 
 def _select_rows(clips, store, fold: int) -> tuple[np.ndarray, np.ndarray]:
@@ -365,6 +455,53 @@ def _select_rows(clips, store, fold: int) -> tuple[np.ndarray, np.ndarray]:
     return train_rows, val_rows
 
 
+def build_and_compile(
+    config: Mapping, data: FoldData, hp: Hyperparameters, epochs: int, compiled: bool = True
+):
+    """The fold's model for these hyperparameters, compiled to train for `epochs` epochs."""
+    import keras
+
+    from dawnchorus.model import build_model
+
+    params, model_config = data.store.params, config["model"]
+    model = build_model(
+        num_classes=len(data.clips.classes),
+        input_shape=(params.n_mels, params.window_frames, 1),
+        image_size=model_config["image_size"],
+        backbone=model_config["backbone"],
+        weights=model_config["weights"],
+        dropout=hp.dropout_rate,
+        bn_momentum=model_config["bn_momentum"],
+    )
+    if compiled:
+        steps = math.ceil(len(data.train_rows) / hp.batch_size)
+        model.compile(
+            optimizer=make_optimizer(hp, make_learning_rate(hp, steps, epochs)),
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        )
+    return model
+
+
+def epoch_callbacks(data: FoldData, hp: Hyperparameters, patience: int) -> list:
+    """What every fit needs first: the exact val_auc in the epoch logs, a stop on a NaN loss,
+    and for reduce_on_plateau the callback that drives the learning rate."""
+    import keras
+
+    ValidationAUC, StopOnNonFiniteLoss, *_ = _callbacks_module()
+    callbacks = [ValidationAUC(data.evaluate, data.clips.classes), StopOnNonFiniteLoss()]
+    if hp.scheduler == "reduce_on_plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_auc", mode="max", factor=0.5, patience=max(1, patience // 2)
+            )
+        )
+    return callbacks
+
+
+# --------------------------------------------------------------------------------------------
+# the fold
+
+
 def train_fold(
     config: Mapping,
     fold: int,
@@ -374,9 +511,7 @@ def train_fold(
     hyperparameter_source: str = "config",
 ) -> dict:
     """Train (or resume) one fold and write model.keras, history.csv, metrics.json, oof.csv."""
-    from dawnchorus.dataset import evaluation_windows
-    from dawnchorus.folds import load_labelled_clips
-    from dawnchorus.shards import ClipStore
+    from dawnchorus.metrics import binary_cross_entropy, birdclef_auc
 
     training, model_config = config["training"], config["model"]
     params = AudioParams.from_config(config)
@@ -386,36 +521,10 @@ def train_fold(
     state = prepare_work_dir(paths.work, run_fingerprint)
     runtime = configure_tensorflow(threads, training["mixed_precision"], config["seed"] + fold)
 
-    clips = load_labelled_clips(paths.manifest, paths.classes, paths.folds)
-    store = ClipStore(paths.shards, params, clips.filenames, training["cache_ram_mb"])
-    try:
-        train_rows, val_rows = _select_rows(clips, store, fold)
-        log.info(
-            "fold %d: %d training and %d validation recordings, %d classes",
-            fold,
-            len(train_rows),
-            len(val_rows),
-            len(clips.classes),
-        )
-        validation = evaluation_windows(store, val_rows, training["val_windows"])
-        val_labels = clips.labels[val_rows]
-        model, resumed_from = _fit(
-            config,
-            hyperparameters,
-            paths,
-            state,
-            store,
-            clips,
-            train_rows,
-            validation,
-            val_labels,
-            params,
-        )
-    finally:
-        store.close()
-
-    val_scores = _predict_clips(model, validation, training["normalization"])
-    from dawnchorus.metrics import binary_cross_entropy, birdclef_auc
+    with open_fold(config, fold, paths) as data:
+        model, resumed_from = _fit(config, fold, hyperparameters, paths, state, data)
+        val_scores = data.predict(model)
+    clips, val_rows, val_labels = data.clips, data.val_rows, data.val_labels
 
     auc = birdclef_auc(val_labels, val_scores)
     history = _read_history(paths.work / "history.csv")
@@ -433,9 +542,9 @@ def train_fold(
         "stopped_early": len(history) < training["epochs"],
         "resumed_from_epoch": resumed_from,
         "training_time": round(float(state.get("elapsed_s", 0.0)), 1),
-        "n_train": len(train_rows),
+        "n_train": len(data.train_rows),
         "n_val": len(val_rows),
-        "n_val_windows": len(validation.windows),
+        "n_val_windows": len(data.validation.windows),
         "scored_classes": int(auc.scored.sum()),
         "skipped_classes": auc.skipped(clips.classes),
         "hyperparameters": asdict(hyperparameters),
@@ -456,63 +565,26 @@ def train_fold(
     return metrics
 
 
-def _fit(config, hp, paths, state, store, clips, train_rows, validation, val_labels, params):
+def _fit(config, fold: int, hp: Hyperparameters, paths: FoldPaths, state: dict, data: FoldData):
     """Build the model, train it unless a previous attempt finished, return it with the best
     weights loaded (and the epoch training resumed from)."""
     import keras
 
-    from dawnchorus.dataset import training_dataset
-    from dawnchorus.metrics import binary_cross_entropy, birdclef_auc
-    from dawnchorus.model import build_model
-
-    training, model_config = config["training"], config["model"]
+    training = config["training"]
     work = paths.work
-    callback_classes = _callbacks_module()
-    ValidationAUC, StopOnNonFiniteLoss, ResumableEarlyStopping, ElapsedTime, KeepNewestBest = (
-        callback_classes
-    )
+    _, _, ResumableEarlyStopping, ElapsedTime, KeepNewestBest = _callbacks_module()
     if state.get("fit_done"):  # the backup is gone by then; history and checkpoint are final
-        history = _read_history(work / "history.csv")
-        resumed_from = len(history)
-    else:
-        resumed_from = epochs_backed_up(work / "backup")
-        history = drop_unfinished_epochs(work, resumed_from)
-
-    model = build_model(
-        num_classes=len(clips.classes),
-        input_shape=(params.n_mels, params.window_frames, 1),
-        image_size=model_config["image_size"],
-        backbone=model_config["backbone"],
-        weights=model_config["weights"],
-        dropout=hp.dropout_rate,
-        bn_momentum=model_config["bn_momentum"],
-    )
-    if state.get("fit_done"):
         log.info("training of this fold already finished; evaluating the best checkpoint")
+        model = build_and_compile(config, data, hp, training["epochs"], compiled=False)
         model.load_weights(_best_checkpoints(work)[-1])
-        return model, resumed_from
+        return model, len(_read_history(work / "history.csv"))
 
-    steps = math.ceil(len(train_rows) / hp.batch_size)
-    model.compile(
-        optimizer=make_optimizer(hp, make_learning_rate(hp, steps, training["epochs"])),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True),
-    )
-    train_data = training_dataset(
-        store, train_rows, clips.labels, training, hp.batch_size, hp.mixup_alpha, hp.aug_prob
-    )
-    val_data = validation.dataset(training["normalization"], EVALUATION_BATCH_SIZE)
-
-    def evaluate(current):
-        scores = validation.per_clip(_sigmoid(current.predict(val_data, verbose=0)))
-        if not np.isfinite(scores).all():
-            return math.nan, math.nan, None
-        result = birdclef_auc(val_labels, scores)
-        return result.macro, binary_cross_entropy(val_labels, scores), result
-
+    resumed_from = epochs_backed_up(work / "backup")
+    history = drop_unfinished_epochs(work, resumed_from)
+    model = build_and_compile(config, data, hp, training["epochs"])
     best_so_far = history["val_auc"].max() if "val_auc" in history and len(history) else None
     callbacks = [
-        ValidationAUC(evaluate, clips.classes),
-        StopOnNonFiniteLoss(),
+        *epoch_callbacks(data, hp, training["patience"]),
         keras.callbacks.ModelCheckpoint(
             str(work / "best-epoch-{epoch:03d}.weights.h5"),
             monitor="val_auc",
@@ -533,20 +605,16 @@ def _fit(config, hp, paths, state, store, clips, train_rows, validation, val_lab
         # last, so an epoch counts as done only after everything above has seen it
         keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
     ]
-    if hp.scheduler == "reduce_on_plateau":
-        callbacks.insert(
-            4,
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_auc",
-                mode="max",
-                factor=0.5,
-                patience=max(1, training["patience"] // 2),
-            ),
-        )
     if resumed_from:
         log.info("resuming after epoch %d (found %s)", resumed_from, work / "backup")
     # shuffle=False: the dataset reshuffles itself each epoch (Keras would only warn)
-    model.fit(train_data, epochs=training["epochs"], callbacks=callbacks, verbose=2, shuffle=False)
+    model.fit(
+        data.training_dataset(training, hp, seed=config["seed"] + fold),
+        epochs=training["epochs"],
+        callbacks=callbacks,
+        verbose=2,
+        shuffle=False,
+    )
 
     if not _best_checkpoints(work):
         raise TrainingError(
@@ -579,11 +647,6 @@ def write_predictions(predictions: pd.DataFrame, path: str | Path) -> None:
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-
-
-def _predict_clips(model, validation, normalization: str) -> np.ndarray:
-    data = validation.dataset(normalization, EVALUATION_BATCH_SIZE)
-    return validation.per_clip(_sigmoid(model.predict(data, verbose=0)))
 
 
 def _write_outputs(paths: FoldPaths, metrics, history, clips, val_rows, val_scores, fold) -> None:
