@@ -7,6 +7,7 @@
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/tune.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
@@ -18,3 +19,4 @@ rule all:
         results_path("spectrograms/index.csv"),
         rules.aggregate.output,
         rules.report.output,
+        rules.tuning_report.output if TUNER["enabled"] else [],

@@ -23,6 +23,7 @@ from dawnchorus.folds import read_folds
 from dawnchorus.manifest import read_manifest
 from dawnchorus.shards import open_shard
 from dawnchorus.train import epochs_backed_up
+from dawnchorus.tune import outside_search_space
 
 pytestmark = pytest.mark.workflow
 DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
@@ -101,6 +102,7 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
     assert "quarantined" in (results / "logs" / "spectrogram_index.log").read_text()
 
     _check_training_outputs(results, manifest)
+    _check_tuning_outputs(results)
     again = run_snakemake(*args, "-n", workdir=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -125,7 +127,27 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
     report = tmp_path / "report.html"
     run_snakemake(*args, "--report", str(report), workdir=tmp_path)
     html = report.read_text(errors="replace")
-    assert all(name in html for name in ("learning_curves.png", "per_class_auc.png"))
+    for name in ("learning_curves", "per_class_auc", "tuning_trials", "tuning_hyperparameters"):
+        assert f"{name}.png" in html
+
+
+def _check_tuning_outputs(results):
+    """3 trials (debug), the seed's loader works, and fold 0 trained with the best of them."""
+    tuning = results / "tuning"
+    with open(tuning / "hyperparameter_tuning_results.json") as handle:
+        tuned = json.load(handle)
+    best = tuned["best_overall_hyperparameters"]
+    space = load_config(DEBUG_CONFIG, {"data_dir": "x"})["search_space"]
+    assert outside_search_space(best, space) == []
+    assert len(tuned["trials"]) == 3 == len(pd.read_csv(tuning / "trials.csv"))
+    assert tuned["best_score"] == max(t["score"] for t in tuned["trials"] if t["score"])
+    cv = json.loads((results / "cv_results.json").read_text())
+    assert cv["hyperparameter_source"].startswith("tuning")
+    assert {name: cv["hyperparameters"][name] for name in best} == best
+    log = (results / "logs" / "tune.log").read_text()
+    assert log.count("begins") == 3 and "best trial" in log
+    for name in ("tuning_trials", "tuning_hyperparameters"):
+        assert (results / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def _check_training_outputs(results, manifest):
@@ -213,12 +235,14 @@ def test_dry_run_plans_per_shard_not_per_file(tmp_path):
         "folds": 1,
         "spectrograms": shards,
         "spectrogram_index": 1,
+        "tune": 1,
         "train_fold": 5,
         "baseline": 1,
         "aggregate": 1,
         "report": 1,
+        "tuning_report": 1,
         "all": 1,
-        "total": shards + 12,
+        "total": shards + 14,
     }
     assert str(tmp_path / "out" / "spectrograms" / "shard_000.h5") in result.stdout
 
@@ -247,6 +271,42 @@ def test_bad_config_fails_before_any_job(tmp_path, tiny_demo, override, message)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert not results.exists()
+
+
+def test_distributed_tuning_a_chief_and_two_workers_share_the_trials(tmp_path, tiny_demo):
+    """tuner.workers: 2 on loopback: a tune_chief job and two tune_worker jobs, two cores."""
+    results = tmp_path / "results"
+    tuning = results / "tuning"
+    workers = [str(tuning / "workers" / f"worker_{k}.json") for k in range(2)]
+    args = [
+        "--configfile",
+        DEBUG_CONFIG,
+        "--config",
+        f"data_dir={tiny_demo}",
+        f"results_dir={results}",
+        "tuner={workers: 2}",
+        "debug={enabled: true, trials: 4, epochs: 1}",
+        "--set-threads",
+        "tune_worker=1",
+    ]
+    targets = ["--", str(tuning / "hyperparameter_tuning_results.json"), *workers]
+    plan = job_counts(run_snakemake("-n", *args, *targets, workdir=tmp_path).stdout)
+    assert plan["tune_chief"] == 1 and plan["tune_worker"] == 2 and "tune" not in plan
+    run_snakemake(*args, *targets, workdir=tmp_path)
+
+    ran = [json.loads(Path(path).read_text())["trials"] for path in workers]
+    assert all(ran), f"both workers trained trials: {ran}"
+    assert len(set(ran[0]) | set(ran[1])) == len(ran[0]) + len(ran[1]), "no trial ran twice"
+    tuned = json.loads((tuning / "hyperparameter_tuning_results.json").read_text())
+    assert sorted(t["trial_id"] for t in tuned["trials"]) == sorted(ran[0] + ran[1])
+    assert tuned["num_completed"] == 4
+    assert "chief listening on 127.0.0.1" in (results / "logs" / "tune_chief.log").read_text()
+
+    # a worker started after the search finished finds nothing left to do, and says so
+    run_snakemake(*args, "--forcerun", "tune_worker", "--", workers[1], workdir=tmp_path)
+    assert json.loads(Path(workers[1]).read_text())["trials"] == []
+    log = (results / "logs" / "tune_worker" / "worker_1.log").read_text()
+    assert "the chief has already finished the search" in log
 
 
 def test_nested_overrides_reach_the_rules(tmp_path, tiny_demo):
@@ -374,6 +434,7 @@ def test_kill_9_during_epoch_2_resumes_from_the_backup(tmp_path, tiny_demo):
         f"data_dir={tiny_demo}",
         f"results_dir={results}",
         "debug={enabled: true, epochs: 4, folds: [0]}",
+        "tuner={enabled: false}",
     ]
     target = str(results / "models" / "fold_0" / "model.keras")
     run_snakemake(*args, *DATA_STAGE, workdir=tmp_path)

@@ -140,6 +140,8 @@ def _semantic_problems(config: Mapping) -> Iterator[str]:
         missing = [fold for fold in config[section][name] if fold >= n_folds]
         if missing:
             yield f"{key} names folds {missing} that do not exist (folds.n_folds = {n_folds})"
+    if config["tuner"]["fold"] >= n_folds:
+        yield (f"tuner.fold ({config['tuner']['fold']}) does not exist (folds.n_folds = {n_folds})")
     for name, bounds in config["search_space"].items():
         if isinstance(bounds, dict) and not bounds["min"] < bounds["max"]:
             yield (
@@ -153,6 +155,7 @@ def _apply_debug(config: dict) -> None:
     if debug["enabled"]:
         config["folds"]["train"] = list(debug["folds"])
         config["training"]["epochs"] = debug["epochs"]
+        config["tuner"]["epochs"] = debug["epochs"]
         config["tuner"]["max_trials"] = debug["trials"]
 
 

@@ -188,3 +188,60 @@ def plot_frequency_vs_auc(per_class: pd.DataFrame, out: str | Path) -> None:
         ylim=(0, 1.02),
     )
     _save(plt, figure, out)
+
+
+def plot_tuning_trials(results: Mapping, out: str | Path) -> None:
+    """val_auc of each trial in the order they started; failed trials marked at the bottom."""
+    plt = _pyplot()
+    trials = results["trials"]
+    figure, axis = plt.subplots(figsize=(max(5.0, 0.3 * len(trials) + 2), 4))
+    positions = np.arange(len(trials))
+    scores = np.array([np.nan if t["score"] is None else t["score"] for t in trials])
+    scored = np.isfinite(scores)
+    axis.bar(positions[scored], scores[scored], color="tab:blue", label="val_auc")
+    if (~scored).any():
+        axis.scatter(
+            positions[~scored],
+            np.zeros((~scored).sum()),
+            marker="x",
+            color="tab:red",
+            label="failed (no score)",
+        )
+    best = [i for i, t in enumerate(trials) if t["trial_id"] == results["best_trial_id"]]
+    axis.bar(best, scores[best], color="tab:orange", label="best")
+    axis.set_xticks(positions, [t["trial_id"] for t in trials], fontsize=7, rotation=90)
+    axis.set(
+        xlabel="trial",
+        ylabel="validation macro ROC-AUC",
+        ylim=(0, 1.02),
+        title=f"{results['tuner_type']} on fold {results['fold']}",
+    )
+    axis.legend(fontsize=8, loc="lower right")
+    _save(plt, figure, out)
+
+
+def plot_hyperparameters_vs_score(results: Mapping, out: str | Path) -> None:
+    """One panel per tuned hyperparameter: its value in each scored trial against val_auc."""
+    plt = _pyplot()
+    scored = [t for t in results["trials"] if t["score"] is not None]
+    names = list(results["best_overall_hyperparameters"])
+    columns = 4
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
+    scores = [t["score"] for t in scored]
+    for axis, name in zip(axes.flat, names, strict=False):
+        values = [t["hyperparameters"][name] for t in scored]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            axis.scatter(values, scores, s=16)
+            if name == "learning_rate":
+                axis.set_xscale("log")
+        else:  # categorical: one column per choice the search had, tried or not
+            choices = [str(c) for c in results["search_space"].get(name, [])] or sorted(
+                {str(v) for v in values}
+            )
+            axis.scatter([choices.index(str(v)) for v in values], scores, s=16)
+            axis.set_xticks(range(len(choices)), choices, fontsize=7, rotation=20)
+        axis.set(xlabel=name, ylabel="val_auc")
+    for axis in list(axes.flat)[len(names) :]:
+        axis.set_visible(False)
+    _save(plt, figure, out)

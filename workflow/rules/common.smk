@@ -77,17 +77,51 @@ def trained_fold_files(name):
     )
 
 
-def fold_inputs(wildcards):
-    """The data stage's outputs, after checking the fold exists (a clear error, not a failed job)."""
-    fold, n_folds = int(wildcards.fold), config["folds"]["n_folds"]
-    if fold >= n_folds:
-        raise WorkflowError(
-            f"fold {fold} does not exist: folds.n_folds is {n_folds}, so folds are "
-            f"0..{n_folds - 1} (asked for {results_path('models', f'fold_{fold}')})"
-        )
+def data_inputs(wildcards=None):
+    """The data stage's outputs that training and tuning jobs read."""
     return {
         "manifest": rules.manifest.output.manifest,
         "classes": rules.manifest.output.classes,
         "folds": rules.folds.output[0],
         "shards": shard_files(),
     }
+
+
+TUNER = config["tuner"]
+TUNING_RESULTS = results_path("tuning", "hyperparameter_tuning_results.json")
+TUNING_WORKERS = list(range(TUNER["workers"]))
+# how the search runs, not what it finds: changing these does not rerun it
+TUNER_RUNTIME_KEYS = ("enabled", "workers", "oracle_host", "worker_wait_min")
+
+
+def tuning_settings():
+    """The config sections a search result depends on (a change to them reruns tuning)."""
+    keys = ("seed", "audio", "model", "training", "search_space")
+    settings = {key: config[key] for key in keys}
+    settings["tuner"] = {
+        key: value for key, value in TUNER.items() if key not in TUNER_RUNTIME_KEYS
+    }
+    return settings
+
+
+def tuning_worker_outputs():
+    return expand(
+        results_path("tuning", "workers", "worker_{worker}.json"), worker=TUNING_WORKERS
+    )
+
+
+def fold_inputs(wildcards):
+    """The data stage's outputs, after checking the fold exists (a clear error, not a failed job),
+    and the tuning result when the folds train with tuned hyperparameters."""
+    fold, n_folds = int(wildcards.fold), config["folds"]["n_folds"]
+    if fold >= n_folds:
+        raise WorkflowError(
+            f"fold {fold} does not exist: folds.n_folds is {n_folds}, so folds are "
+            f"0..{n_folds - 1} (asked for {results_path('models', f'fold_{fold}')})"
+        )
+    inputs = data_inputs()
+    if TUNER["enabled"]:
+        inputs["tuning"] = TUNING_RESULTS
+        # workers are requested here so that they run beside the chief, not after it
+        inputs["tuning_workers"] = tuning_worker_outputs()
+    return inputs

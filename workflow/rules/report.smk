@@ -86,3 +86,31 @@ rule report:
         runtime=10,
     script:
         "../scripts/report.py"
+
+
+rule tuning_report:
+    input:
+        TUNING_RESULTS,
+    output:
+        trials=report(
+            results_path("report", "tuning_trials.png"),
+            caption="../report/tuning_trials.rst",
+            category="Tuning",
+        ),
+        hyperparameters=report(
+            results_path("report", "tuning_hyperparameters.png"),
+            caption="../report/tuning_hyperparameters.rst",
+            category="Tuning",
+        ),
+    log:
+        log_path("tuning_report.log"),
+    benchmark:
+        benchmark_path("tuning_report.tsv")
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/tuning_report.py"

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from dawnchorus.logs import log_to_file
 from dawnchorus.train import FoldPaths, Hyperparameters, train_fold
+from dawnchorus.tune import load_best_hyperparameters
 
 # appended, so the log of a killed attempt survives its resumption
 with log_to_file(snakemake.log[0], append=True):
@@ -16,10 +17,17 @@ with log_to_file(snakemake.log[0], append=True):
         out_dir=Path(snakemake.output.model).parent,
         tensorboard_dir=Path(snakemake.params.tensorboard_dir),
     )
+    tuning = snakemake.input.get("tuning")  # absent when tuner.enabled is false
+    if tuning:
+        hyperparameters = load_best_hyperparameters(tuning, settings)
+        source = f"tuning ({tuning})"
+    else:
+        hyperparameters, source = Hyperparameters.from_config(settings), "config"
     train_fold(
         settings,
         int(snakemake.wildcards.fold),
         paths,
-        Hyperparameters.from_config(settings),
+        hyperparameters,
         threads=snakemake.threads,
+        hyperparameter_source=source,
     )
