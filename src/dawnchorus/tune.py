@@ -300,7 +300,7 @@ def prepare_search_dir(work_dir: Path, config: Mapping) -> None:
 def summarise(oracle, config: Mapping) -> dict:
     """The seed's hyperparameter_tuning_results.json, from the oracle's trials."""
     trials = []
-    for trial_id in sorted(oracle.trials):
+    for trial_id in sorted(oracle.trials, key=int):  # ids are numbers, padded or not
         trial = oracle.trials[trial_id]
         values = trial.hyperparameters.values
         trials.append(
