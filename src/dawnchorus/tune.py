@@ -52,6 +52,8 @@ TUNED_NAMES = (
     "aug_prob",
 )
 PROJECT_NAME = "search"
+# how a search runs, not what it finds: changing these neither reruns nor restarts it
+TUNER_RUNTIME_KEYS = ("enabled", "workers", "oracle_host", "worker_wait_min")
 _ENDED = ("COMPLETED", "FAILED")
 CHIEF_ID = "chief"
 
@@ -248,15 +250,17 @@ def make_tuner(config: Mapping, data: FoldData | None, work_dir: Path):
 # work folder
 
 
-def search_fingerprint(config: Mapping) -> str:
-    """What makes two searches comparable: not how many workers run it or where."""
-    tuner = {
-        key: value
-        for key, value in config["tuner"].items()
-        if key not in ("enabled", "workers", "oracle_host", "worker_wait_min")
+def search_settings(config: Mapping) -> dict:
+    """The config a search's result depends on: not how many workers run it, or where."""
+    settings = {key: config[key] for key in ("seed", "audio", "model", "training", "search_space")}
+    settings["tuner"] = {
+        key: value for key, value in config["tuner"].items() if key not in TUNER_RUNTIME_KEYS
     }
-    keys = ("seed", "audio", "model", "training", "search_space")
-    return fingerprint(tuner, {key: config[key] for key in keys})
+    return settings
+
+
+def search_fingerprint(config: Mapping) -> str:
+    return fingerprint(search_settings(config))
 
 
 def prepare_search_dir(work_dir: Path, config: Mapping) -> None:

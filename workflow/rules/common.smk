@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 from dawnchorus.config import ConfigError, validate_config
+from dawnchorus.tune import search_settings
 
 min_version("9.0")
 
@@ -90,18 +91,11 @@ def data_inputs(wildcards=None):
 TUNER = config["tuner"]
 TUNING_RESULTS = results_path("tuning", "hyperparameter_tuning_results.json")
 TUNING_WORKERS = list(range(TUNER["workers"]))
-# how the search runs, not what it finds: changing these does not rerun it
-TUNER_RUNTIME_KEYS = ("enabled", "workers", "oracle_host", "worker_wait_min")
 
 
 def tuning_settings():
-    """The config sections a search result depends on (a change to them reruns tuning)."""
-    keys = ("seed", "audio", "model", "training", "search_space")
-    settings = {key: config[key] for key in keys}
-    settings["tuner"] = {
-        key: value for key, value in TUNER.items() if key not in TUNER_RUNTIME_KEYS
-    }
-    return settings
+    """The config a search result depends on (a change to it reruns tuning)."""
+    return search_settings(config)
 
 
 def tuning_worker_outputs():
