@@ -646,7 +646,9 @@ def write_predictions(predictions: pd.DataFrame, path: str | Path) -> None:
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    # exp overflows to inf for logits below about -709: the result, 0, is still right
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
 def _write_outputs(paths: FoldPaths, metrics, history, clips, val_rows, val_scores, fold) -> None:
