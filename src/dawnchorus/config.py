@@ -141,7 +141,7 @@ def _semantic_problems(config: Mapping) -> Iterator[str]:
         if missing:
             yield f"{key} names folds {missing} that do not exist (folds.n_folds = {n_folds})"
     if config["tuner"]["fold"] >= n_folds:
-        yield (f"tuner.fold ({config['tuner']['fold']}) does not exist (folds.n_folds = {n_folds})")
+        yield f"tuner.fold ({config['tuner']['fold']}) does not exist (folds.n_folds = {n_folds})"
     for name, bounds in config["search_space"].items():
         if isinstance(bounds, dict) and not bounds["min"] < bounds["max"]:
             yield (

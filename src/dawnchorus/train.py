@@ -255,9 +255,9 @@ def _callbacks_module():
             self._start = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
-            state = _read_state(self._state_path)
+            state = read_json_or_empty(self._state_path)
             state["elapsed_s"] = state.get("elapsed_s", 0.0) + time.monotonic() - self._start
-            _write_json(self._state_path, state)
+            write_json(self._state_path, state)
 
     class KeepNewestBest(keras.callbacks.Callback):
         """Deletes superseded best checkpoints once the epoch that superseded them is backed up
@@ -280,13 +280,15 @@ def _callbacks_module():
 # work folder state
 
 
-def _write_json(path: Path, payload: Mapping) -> None:
+def write_json(path: Path, payload: Mapping, sort_keys: bool = True) -> None:
+    """Write JSON atomically: a reader never sees a half-written file."""
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=sort_keys) + "\n")
     os.replace(temporary, path)
 
 
-def _read_state(path: Path) -> dict:
+def read_json_or_empty(path: Path) -> dict:
+    """A JSON object from `path`, or {} when the file is missing or not valid JSON."""
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -299,7 +301,7 @@ def fingerprint(*parts: object) -> str:
 
 def prepare_work_dir(work: Path, run_fingerprint: str) -> dict:
     """Keep a previous attempt's state only if it was made with the same settings."""
-    state = _read_state(work / "state.json")
+    state = read_json_or_empty(work / "state.json")
     finished_but_lost = state.get("fit_done") and not _best_checkpoints(work)
     if work.exists() and (state.get("fingerprint") != run_fingerprint or finished_but_lost):
         log.warning("discarding %s: it was made with other settings or is incomplete", work)
@@ -308,7 +310,7 @@ def prepare_work_dir(work: Path, run_fingerprint: str) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     if not state:
         state = {"fingerprint": run_fingerprint, "elapsed_s": 0.0, "fit_done": False}
-        _write_json(work / "state.json", state)
+        write_json(work / "state.json", state)
     return state
 
 
@@ -529,7 +531,7 @@ def train_fold(
     auc = birdclef_auc(val_labels, val_scores)
     history = _read_history(paths.work / "history.csv")
     best = history.loc[history["val_auc"].idxmax()]
-    state = _read_state(paths.work / "state.json")
+    state = read_json_or_empty(paths.work / "state.json")
     metrics = {
         "fold": fold,
         "best_epoch": int(best["epoch"]) + 1,
@@ -621,9 +623,9 @@ def _fit(config, fold: int, hp: Hyperparameters, paths: FoldPaths, state: dict, 
             "no checkpoint was written: val_auc was never a number (every "
             "validation class lacked positives, or the model diverged)"
         )
-    state = _read_state(work / "state.json")
+    state = read_json_or_empty(work / "state.json")
     state["fit_done"] = True
-    _write_json(work / "state.json", state)
+    write_json(work / "state.json", state)
     model.load_weights(_best_checkpoints(work)[-1])
     return model, resumed_from
 
@@ -658,5 +660,5 @@ def _write_outputs(paths: FoldPaths, metrics, history, clips, val_rows, val_scor
     oof.insert(0, "filename", [clips.filenames[row] for row in val_rows])
     write_predictions(oof, out / "oof.csv")
     history.to_csv(out / "history.csv", index=False, lineterminator="\n")
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     shutil.rmtree(paths.work)

@@ -37,6 +37,8 @@ from dawnchorus.train import (
     epoch_callbacks,
     fingerprint,
     open_fold,
+    read_json_or_empty,
+    write_json,
 )
 
 log = logging.getLogger(__name__)
@@ -268,11 +270,7 @@ def prepare_search_dir(work_dir: Path, config: Mapping) -> None:
     marker = work_dir / "search.json"
     wanted = search_fingerprint(config)
     if work_dir.exists():
-        try:
-            found = json.loads(marker.read_text())["fingerprint"]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            found = None
-        if found == wanted:
+        if read_json_or_empty(marker).get("fingerprint") == wanted:
             log.info("continuing the search in %s", work_dir)
             return
         stale = work_dir.with_name(f"{work_dir.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -284,16 +282,10 @@ def prepare_search_dir(work_dir: Path, config: Mapping) -> None:
         )
         work_dir.rename(stale)
     work_dir.mkdir(parents=True)
-    marker.write_text(
-        json.dumps(
-            {
-                "fingerprint": wanted,
-                "tuner": config["tuner"],
-                "search_space": config["search_space"],
-            },
-            indent=2,
-        )
-        + "\n"
+    write_json(
+        marker,
+        {"fingerprint": wanted, "tuner": config["tuner"], "search_space": config["search_space"]},
+        sort_keys=False,
     )
 
 
@@ -356,9 +348,7 @@ def write_results(results: Mapping, results_json: Path, trials_csv: Path) -> Non
         for t in results["trials"]
     ]
     pd.DataFrame(rows).to_csv(trials_csv, index=False, lineterminator="\n")
-    temporary = results_json.with_suffix(".tmp")
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(temporary, results_json)
+    write_json(results_json, results, sort_keys=False)
     log.info(
         "best trial %s: val_auc %.4f with %s (%d trials, %d failed)",
         results["best_trial_id"],
@@ -474,20 +464,14 @@ def run_chief(config: Mapping, work_dir: Path, results_json: Path, trials_csv: P
         "chief_host": socket.gethostname(),
         "finished": False,
     }
-    _write_address(work_dir, address)
+    write_json(_address_file(work_dir), address)
     log.info("chief listening on %s:%d for %d worker(s)", bind, port, config["tuner"]["workers"])
     _search(tuner, config)
     # workers that come late see that there is nothing left to do
-    _write_address(work_dir, {**address, "finished": True})
+    write_json(_address_file(work_dir), {**address, "finished": True})
     results = summarise(tuner.oracle, config)
     write_results(results, results_json, trials_csv)
     return results
-
-
-def _write_address(work_dir: Path, address: Mapping) -> None:
-    temporary = _address_file(work_dir).with_suffix(".tmp")
-    temporary.write_text(json.dumps(address, indent=2) + "\n")
-    os.replace(temporary, _address_file(work_dir))
 
 
 def _wait_for_chief(work_dir: Path, config: Mapping, started: float) -> dict:
@@ -495,15 +479,12 @@ def _wait_for_chief(work_dir: Path, config: Mapping, started: float) -> dict:
     wait_s = config["tuner"]["worker_wait_min"] * 60
     wanted = search_fingerprint(config)
     while True:
-        try:
-            address = json.loads(_address_file(work_dir).read_text())
-            # a running chief's address counts once it answers: a killed one's never does
-            if address.get("fingerprint") == wanted and (
-                address.get("finished") or _chief_reachable(address)
-            ):
-                return address
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
+        address = read_json_or_empty(_address_file(work_dir))
+        # a running chief's address counts once it answers: a killed one's never does
+        if address.get("fingerprint") == wanted and (
+            address.get("finished") or _chief_reachable(address)
+        ):
+            return address
         if time.monotonic() - started > wait_s:
             raise TuningError(
                 f"the tuning chief did not publish its address in {_address_file(work_dir)} "
@@ -563,12 +544,9 @@ def run_worker(
                 log.info("the chief finished while %s was asking for a trial", tuner_id)
             ran = tuner.trials_run
     summary = {"tuner_id": tuner_id, "trials": ran, "chief": f"{address['host']}:{address['port']}"}
-    out_json.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out_json, summary, sort_keys=False)
     return summary
 
 
 def _chief_finished(work_dir: Path) -> bool:
-    try:
-        return bool(json.loads(_address_file(work_dir).read_text()).get("finished"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
+    return bool(read_json_or_empty(_address_file(work_dir)).get("finished"))
