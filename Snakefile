@@ -10,6 +10,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/predict.smk"
 
 
 rule all:
@@ -20,3 +21,6 @@ rule all:
         rules.aggregate.output,
         rules.report.output,
         rules.tuning_report.output if TUNER["enabled"] else [],
+        rules.export.output,
+        rules.predict.output,
+        rules.soundscape_score.output if GROUND_TRUTH.is_file() else [],

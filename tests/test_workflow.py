@@ -52,6 +52,9 @@ def demo_with_bad_rows(tmp_path, tiny_demo):
     bad.add_row(f"{label}/missing.ogg", primary=label)
     bad.add_recording(f"{label}/unknown.ogg", primary="notaspecies")
     pd.concat([train, pd.DataFrame(bad.rows)]).to_csv(data / "train.csv", index=False)
+    # a test soundscape that cannot be decoded: its rows must still reach the submission
+    soundscapes = sorted((data / "test_soundscapes").glob("*.ogg"))
+    soundscapes[-1].write_bytes(b"")
     return data
 
 
@@ -103,6 +106,7 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
 
     _check_training_outputs(results, manifest)
     _check_tuning_outputs(results)
+    _check_prediction_outputs(results, demo_with_bad_rows)
     again = run_snakemake(*args, "-n", workdir=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -115,8 +119,11 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
         "train_fold": 1,
         "aggregate": 1,
         "report": 1,
+        "export": 1,
+        "predict": 1,
+        "soundscape_score": 1,
         "all": 1,
-        "total": 4,
+        "total": 7,
     }
     missing_fold = run_snakemake(
         *args, "-n", "--", fold_1.replace("fold_1", "fold_7"), workdir=tmp_path, check=False
@@ -127,8 +134,39 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
     report = tmp_path / "report.html"
     run_snakemake(*args, "--report", str(report), workdir=tmp_path)
     html = report.read_text(errors="replace")
-    for name in ("learning_curves", "per_class_auc", "tuning_trials", "tuning_hyperparameters"):
+    for name in (
+        "learning_curves",
+        "per_class_auc",
+        "tuning_trials",
+        "tuning_hyperparameters",
+        "soundscape_auc",
+    ):
         assert f"{name}.png" in html
+
+
+def _check_prediction_outputs(results, data):
+    """The submission has exactly the sample's rows and columns, the empty soundscape's rows
+    included (filled, and listed in problems.csv); the export matched Keras; the score exists."""
+    sample = pd.read_csv(data / "sample_submission.csv")
+    submission = pd.read_csv(results / "predictions" / "submission.csv")
+    assert submission.columns.tolist() == sample.columns.tolist()
+    assert submission["row_id"].tolist() == sample["row_id"].tolist()
+    probabilities = submission.drop(columns="row_id").to_numpy()
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    empty = sorted((data / "test_soundscapes").glob("*.ogg"))[-1]
+    problems = pd.read_csv(results / "predictions" / "problems.csv")
+    assert problems["filename"].tolist() == [empty.name]
+    assert problems["filled_rows"].tolist() == [12] and problems["predicted_rows"].tolist() == [0]
+    filled = submission["row_id"].str.startswith(empty.stem + "_")
+    assert (probabilities[filled.to_numpy()] == 0).all()
+    assert probabilities[~filled.to_numpy()].std() > 0, "real windows get real predictions"
+    assert empty.name in (results / "logs" / "predict.log").read_text()
+
+    card = json.loads((results / "export" / "model.json").read_text())
+    assert card["parity"]["max_abs_difference"] <= 1e-3 and card["parity"]["windows"] > 0
+    assert card["classes"] == (results / "data" / "classes.txt").read_text().split()
+    scores = json.loads((results / "predictions" / "soundscape_scores.json").read_text())
+    assert 0 <= scores["macro_auc"] <= 1 and scores["windows"] == len(sample)
 
 
 def _check_tuning_outputs(results):

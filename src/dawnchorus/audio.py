@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +121,52 @@ def _read_soundfile(path: str | Path, max_duration_s: float | None) -> tuple[np.
             remaining -= len(block)
     samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
     return samples, native_rate
+
+
+def stream_audio(path: str | Path, sample_rate: int, block_s: float = 30.0) -> Iterator[np.ndarray]:
+    """Decode `path` block by block to mono float32 at `sample_rate`.
+
+    Memory stays bounded by the block, whatever the recording's length. Formats libsndfile cannot
+    read are decoded whole by the fallback decoder. Raises AudioError when nothing can be decoded,
+    also when the file ends early after some blocks (the caller decides what to keep).
+    """
+    try:
+        handle = sf.SoundFile(str(path))
+    except Exception as sf_error:  # libsndfile raises several types; all mean "cannot open"
+        samples, native_rate = _read_with_fallback(path, None, sf_error)
+        if samples.size == 0:
+            raise AudioError("decoded to no samples") from None
+        if native_rate != sample_rate:
+            samples = soxr.resample(samples, native_rate, sample_rate, quality="HQ")
+        yield np.ascontiguousarray(samples, dtype=np.float32)
+        return
+    with handle:
+        native_rate = int(handle.samplerate)
+        resampler = (
+            soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality="HQ")
+            if native_rate != sample_rate
+            else None
+        )
+        block_frames = max(1, round(block_s * native_rate))
+        decoded = 0
+        while True:
+            try:
+                block = handle.read(block_frames, dtype="float32", always_2d=True)
+            except Exception as error:  # a stream corrupt beyond its header
+                raise AudioError(
+                    f"cannot decode after {decoded / native_rate:.1f} s: {_short(error)}"
+                ) from None
+            last = len(block) < block_frames
+            samples = _downmix(block) if len(block) else np.zeros(0, dtype=np.float32)
+            decoded += len(block)
+            if resampler is not None:
+                samples = resampler.resample_chunk(samples, last=last)
+            if samples.size:
+                yield samples
+            if last:
+                break
+        if decoded == 0:
+            raise AudioError("decoded to no samples")
 
 
 def _downmix(block: np.ndarray) -> np.ndarray:

@@ -140,6 +140,12 @@ def _semantic_problems(config: Mapping) -> Iterator[str]:
         missing = [fold for fold in config[section][name] if fold >= n_folds]
         if missing:
             yield f"{key} names folds {missing} that do not exist (folds.n_folds = {n_folds})"
+    debug = config["debug"]
+    trained_key = "debug.folds" if debug["enabled"] else "folds.train"
+    trained = debug["folds"] if debug["enabled"] else config["folds"]["train"]
+    untrained = sorted(set(config["predict"]["folds"] or []) - set(trained))
+    if untrained:
+        yield f"predict.folds names untrained folds {untrained} ({trained_key}: {trained})"
     if config["tuner"]["fold"] >= n_folds:
         yield f"tuner.fold ({config['tuner']['fold']}) does not exist (folds.n_folds = {n_folds})"
     for name, bounds in config["search_space"].items():

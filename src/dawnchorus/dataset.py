@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 
 
 def window_to_image(window: tf.Tensor, normalization: str) -> tf.Tensor:
-    """(frames, n_mels) dB -> normalised (n_mels, frames, 1) float32, frequency upwards."""
-    image = tf.transpose(tf.cast(window, tf.float32))[::-1, :, tf.newaxis]
+    """(…, frames, n_mels) dB -> normalised (…, n_mels, frames, 1) float32, frequency upwards.
+
+    One window or a batch: inference and the exported model run it on batches.
+    """
+    image = tf.linalg.matrix_transpose(tf.cast(window, tf.float32))[..., ::-1, :, tf.newaxis]
     return augment.normalize_window(image, normalization)
 
 

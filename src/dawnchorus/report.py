@@ -167,6 +167,24 @@ def plot_per_class_auc(per_class: pd.DataFrame, out: str | Path) -> None:
     _save(plt, figure, out)
 
 
+def plot_soundscape_auc(scores: Mapping, out: str | Path) -> None:
+    """Per-class soundscape AUC of the ensemble, the macro-AUC (competition metric) in the title."""
+    plt = _pyplot()
+    per_class = {label: auc for label, auc in scores["per_class_auc"].items() if auc is not None}
+    labels = sorted(per_class, key=per_class.get)
+    figure, axis = plt.subplots(figsize=(7, max(3.0, 0.22 * len(labels) + 1)))
+    axis.barh(np.arange(len(labels)), [per_class[label] for label in labels], color="tab:green")
+    axis.set_yticks(np.arange(len(labels)), labels, fontsize=7)
+    axis.axvline(0.5, color="black", linewidth=0.5)
+    axis.set(
+        xlabel="ROC-AUC over 5-s windows",
+        xlim=(0, 1),
+        title=f"Soundscapes: macro-AUC {scores['macro_auc']:.3f} "
+        f"({scores['windows']} windows, {scores['scored_classes']} classes scored)",
+    )
+    _save(plt, figure, out)
+
+
 def plot_frequency_vs_auc(per_class: pd.DataFrame, out: str | Path) -> None:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4.5))

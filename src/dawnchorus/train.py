@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from dawnchorus.config import AudioParams
+from dawnchorus.modelcard import attach_metadata, model_metadata
 
 if TYPE_CHECKING:  # TensorFlow is imported only where a job needs it
     from dawnchorus.dataset import EvaluationWindows
@@ -554,7 +555,8 @@ def train_fold(
         "image_size": list(model_config["image_size"]),
         **runtime,
     }
-    save_for_inference(model, paths.model)
+    metadata = model_metadata(clips.classes, params, data.normalization)
+    save_for_inference(model, paths.model, metadata)
     _write_outputs(paths, metrics, history, clips, val_rows, val_scores, fold)
     log.info(
         "fold %d done: val_auc %.4f (best epoch %d of %d), %.0f s",
@@ -630,8 +632,9 @@ def _fit(config, fold: int, hp: Hyperparameters, paths: FoldPaths, state: dict, 
     return model, resumed_from
 
 
-def save_for_inference(model, path: Path) -> None:
-    """Architecture and weights, without optimizer or compile state, atomically."""
+def save_for_inference(model, path: Path, metadata: Mapping) -> None:
+    """Architecture, weights and `metadata` (model.attach_metadata), without optimizer or
+    compile state, atomically."""
     import keras
 
     # from_config, not clone_model: Keras 3.1x compiles a clone of a compiled model
@@ -639,6 +642,7 @@ def save_for_inference(model, path: Path) -> None:
     plain.set_weights(model.get_weights())
     temporary = path.with_name(f".{path.stem}.tmp.keras")
     plain.save(temporary)
+    attach_metadata(temporary, metadata)
     os.replace(temporary, path)
 
 

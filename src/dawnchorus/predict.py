@@ -1,0 +1,669 @@
+"""Prediction: recordings -> consecutive windows -> log-mel -> the fold ensemble's probabilities.
+
+Features come from `features.log_mel` and `dataset.window_to_image`, the training code, and are
+rounded to float16 as the shards store them, so a model sees at prediction what it saw in training.
+
+Two engines run the same ensemble (mean of the folds' sigmoid outputs):
+- keras:  the fold models as trained;
+- tflite: one exported file holding every fold (`export_tflite`). TFLite has no antialiased
+  resize, so the export writes the model's resize as the two matrix products it is (exactly the
+  same linear map); everything after the resize is the trained graph.
+
+Recordings are streamed (decoded block by block, cut into windows as they come), so a two-hour
+file costs no more memory than a minute of it. Decoding and features of the next windows run in
+a background thread while the model works on the current batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dawnchorus.audio import AudioError, stream_audio
+from dawnchorus.config import AudioParams
+from dawnchorus.features import log_mel
+from dawnchorus.modelcard import ModelFileError, audio_params, check_metadata, read_metadata
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = frozenset({".ogg", ".oga", ".opus", ".flac", ".wav", ".mp3", ".aif", ".aiff"})
+_QUEUED_BATCHES = 4  # decoded batches waiting for the model: bounds memory, keeps it busy
+
+
+class PredictionError(ValueError):
+    """Prediction cannot start or its inputs disagree; the message names the file."""
+
+
+class ExportError(RuntimeError):
+    """The exported model does not reproduce the Keras ensemble."""
+
+
+# --------------------------------------------------------------------------------------------
+# windows and features
+
+
+def recording_windows(
+    path: str | Path, params: AudioParams, min_last_window_s: float
+) -> Iterator[np.ndarray]:
+    """Consecutive windows of `params.window_s` seconds (mono samples at the model's rate).
+
+    A last partial window of at least `min_last_window_s` (or a recording shorter than one
+    window) is filled by repeating its own audio, as training fills short recordings, so it never
+    holds artificial silence. Raises AudioError when decoding fails (after the windows it could
+    cut).
+    """
+    size = params.window_samples
+    pending = np.zeros(0, dtype=np.float32)
+    yielded = 0
+    for block in stream_audio(path, params.sample_rate):
+        pending = np.concatenate([pending, block]) if pending.size else block
+        n_full = len(pending) // size
+        for i in range(n_full):
+            yield pending[i * size : (i + 1) * size]
+        yielded += n_full
+        pending = pending[n_full * size :]
+    if pending.size and (yielded == 0 or pending.size >= min_last_window_s * params.sample_rate):
+        yield np.resize(pending, size)  # np.resize repeats the array cyclically
+
+
+def window_features(samples: np.ndarray, params: AudioParams) -> np.ndarray:
+    """(frames, n_mels) log-mel dB of one window, float16 like the stored training windows."""
+    return log_mel(samples, params).astype(np.float16)
+
+
+def window_end_seconds(n_windows: int, window_s: float) -> list[int | float]:
+    ends = [(i + 1) * window_s for i in range(n_windows)]
+    return [int(end) if float(end).is_integer() else round(end, 3) for end in ends]
+
+
+def find_recordings(paths: Iterable[str | Path]) -> list[Path]:
+    """Files given, and audio files found under folders given (recursively, sorted)."""
+    found: list[Path] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            found += sorted(
+                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+            )
+        elif item.exists():
+            found.append(item)
+        else:
+            raise PredictionError(f"'{item}' does not exist")
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# the ensemble
+
+
+@dataclass
+class Ensemble:
+    """Fold models behind one `predict(windows) -> probabilities` call."""
+
+    metadata: dict
+    sources: tuple[str, ...]
+    engine: str
+    _run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.metadata["classes"])
+
+    @property
+    def params(self) -> AudioParams:
+        return audio_params(self.metadata)
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """(n, frames, n_mels) dB windows -> (n, classes) mean probability of the folds."""
+        if len(windows) == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return self._run(np.asarray(windows, dtype=np.float32))
+
+
+def consistent_metadata(paths: Sequence[str | Path]) -> dict:
+    """The metadata every model shares; PredictionError naming the first model that differs."""
+    first = read_metadata(paths[0])
+    for path in paths[1:]:
+        other = read_metadata(path)
+        for key in ("classes", "audio", "normalization"):
+            if other[key] != first[key]:
+                raise PredictionError(
+                    f"{path} and {paths[0]} differ in {key}: they cannot be averaged"
+                )
+    return first
+
+
+def load_ensemble(paths: Sequence[str | Path], threads: int = 1) -> Ensemble:
+    """Fold models (.keras files) or one exported model (.tflite with its .json beside it)."""
+    paths = [Path(path) for path in paths]
+    if not paths:
+        raise PredictionError("no model given")
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise PredictionError(f"model file(s) not found: {', '.join(missing)}")
+    suffixes = {path.suffix for path in paths}
+    if suffixes == {".tflite"}:
+        if len(paths) > 1:
+            raise PredictionError("give one exported .tflite model (it holds every fold)")
+        return _load_tflite(paths[0], threads)
+    if suffixes == {".keras"}:
+        return _load_keras(paths, threads)
+    raise PredictionError(
+        f"models must be .keras fold models or one .tflite export, got {sorted(suffixes)}"
+    )
+
+
+def _load_keras(paths: list[Path], threads: int) -> Ensemble:
+    metadata, models = _keras_models(paths, threads)
+    return _keras_ensemble(metadata, models, paths)
+
+
+def _keras_models(paths: Sequence[Path], threads: int) -> tuple[dict, list]:
+    metadata = consistent_metadata(paths)
+    from dawnchorus.train import configure_tensorflow
+
+    configure_tensorflow(threads, mixed_precision=False, seed=0)
+    import keras
+
+    models = []
+    for path in paths:
+        try:
+            models.append(keras.models.load_model(path, compile=False))
+        except Exception as error:
+            raise ModelFileError(f"{path}: Keras cannot load it ({error})") from None
+    _check_outputs(models, paths, metadata)
+    return metadata, models
+
+
+def _keras_ensemble(metadata: dict, models: list, paths: Sequence[Path]) -> Ensemble:
+    function = ensemble_function(models, metadata["normalization"], tflite_compatible=False)
+    return Ensemble(
+        metadata, tuple(map(str, paths)), "keras", lambda windows: function(windows).numpy()
+    )
+
+
+def _check_outputs(models, paths, metadata) -> None:
+    for model, path in zip(models, paths, strict=True):
+        n_outputs = model.output_shape[-1]
+        if n_outputs != len(metadata["classes"]):
+            raise ModelFileError(
+                f"{path}: the model has {n_outputs} outputs but its metadata lists "
+                f"{len(metadata['classes'])} classes"
+            )
+
+
+def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in): the linear map tf.image.resize(bilinear, antialias) applies on one axis."""
+    import tensorflow as tf
+
+    basis = np.eye(n_in, dtype=np.float32)[:, :, None, None]  # n_in one-hot images, n_in x 1
+    resized = tf.image.resize(basis, (n_out, 1), method="bilinear", antialias=True).numpy()
+    return resized[:, :, 0, 0].T
+
+
+def _after_resize(model, image):
+    """Run every layer of a `model.build_model` model after its resize layer."""
+    from keras import layers
+
+    names = [layer.name for layer in model.layers]
+    x = image
+    for layer in model.layers[names.index("resize") + 1 :]:
+        x = layer([x, x, x]) if isinstance(layer, layers.Concatenate) else layer(x, training=False)
+    return x
+
+
+def ensemble_function(models: Sequence, normalization: str, tflite_compatible: bool):
+    """A tf.function: (n, frames, n_mels) dB windows -> mean sigmoid probability of `models`.
+
+    `tflite_compatible` swaps the antialiased resize (an op TFLite lacks) for its matrices.
+    """
+    import tensorflow as tf
+
+    from dawnchorus.dataset import window_to_image
+
+    _, n_mels, frames, _ = models[0].input_shape
+    resize = models[0].get_layer("resize")
+    rows = tf.constant(_resize_matrix(n_mels, resize.height))
+    columns = tf.constant(_resize_matrix(frames, resize.width).T)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, frames, n_mels], tf.float32)])
+    def ensemble(windows):
+        images = window_to_image(windows, normalization)
+        if tflite_compatible:
+            resized = tf.matmul(tf.matmul(rows, images[..., 0]), columns)[..., tf.newaxis]
+            logits = [_after_resize(model, resized) for model in models]
+        else:
+            logits = [model(images, training=False) for model in models]
+        return tf.add_n([tf.sigmoid(x) for x in logits]) / len(logits)
+
+    ensemble.models = list(models)  # keeps the variables reachable for the TFLite converter
+    return ensemble
+
+
+def _load_tflite(path: Path, threads: int) -> Ensemble:
+    card_path = path.with_suffix(".json")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelFileError(
+            f"{path}: its metadata {card_path.name} is missing or unreadable ({error})"
+        ) from None
+    metadata = check_metadata(card, card_path)
+    run = tflite_runner(path.read_bytes(), threads)
+    return Ensemble(metadata, tuple(card.get("folds", [str(path)])), "tflite", run)
+
+
+def tflite_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model, num_threads=max(1, threads))
+    (given,) = interpreter.get_input_details()
+    (output,) = interpreter.get_output_details()
+    shape = [0]
+
+    def run(windows: np.ndarray) -> np.ndarray:
+        if shape[0] != len(windows):  # resizing reallocates: only when the batch size changes
+            interpreter.resize_tensor_input(given["index"], list(windows.shape))
+            interpreter.allocate_tensors()
+            shape[0] = len(windows)
+        interpreter.set_tensor(given["index"], windows)
+        interpreter.invoke()
+        return interpreter.get_tensor(output["index"]).copy()
+
+    return run
+
+
+def export_tflite(
+    model_paths: Sequence[str | Path],
+    out_path: str | Path,
+    check_windows: np.ndarray,
+    tolerance: float,
+    threads: int = 1,
+) -> dict:
+    """Write the fold ensemble as one TFLite model, with its metadata in `out_path`.json.
+
+    The export is checked on `check_windows` (real (n, frames, n_mels) dB windows) against the
+    Keras ensemble; above `tolerance` (max abs difference of probabilities) ExportError is raised
+    and nothing is written.
+    """
+    import tensorflow as tf
+
+    model_paths = [Path(path) for path in model_paths]
+    metadata, models = _keras_models(model_paths, threads)
+    function = ensemble_function(models, metadata["normalization"], tflite_compatible=True)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], function
+    )
+    blob = converter.convert()
+
+    windows = np.asarray(check_windows, dtype=np.float32)
+    reference = _keras_ensemble(metadata, models, model_paths).predict(windows)
+    difference = float(np.max(np.abs(tflite_runner(blob, threads)(windows) - reference)))
+    if not difference <= tolerance:
+        raise ExportError(
+            f"the TFLite export differs from the Keras ensemble by {difference:.2e} on "
+            f"{len(windows)} windows (tolerance {tolerance:.0e}): not written"
+        )
+    out_path = Path(out_path)
+    card = {
+        **metadata,
+        "folds": [str(path) for path in model_paths],
+        "parity": {"max_abs_difference": difference, "windows": len(windows)},
+    }
+    _atomic_write_bytes(out_path, blob)
+    _atomic_write_bytes(out_path.with_suffix(".json"), json.dumps(card, indent=1).encode())
+    log.info(
+        "exported %d fold model(s) to %s (%.1f MB); max difference to Keras %.2e on %d windows",
+        len(model_paths),
+        out_path,
+        len(blob) / 2**20,
+        difference,
+        len(windows),
+    )
+    return card
+
+
+def _atomic_write_bytes(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(content)
+    os.replace(temporary, path)
+
+
+# --------------------------------------------------------------------------------------------
+# recordings -> probabilities
+
+
+@dataclass
+class FilePrediction:
+    """The windows of one recording: where each ends, their probabilities, and a decoding
+    problem if there was one (then `probabilities` holds the windows before it)."""
+
+    path: Path
+    end_s: list[int | float]
+    probabilities: np.ndarray
+    error: str | None = None
+
+
+_END = object()
+
+
+def predict_recordings(
+    paths: Sequence[str | Path],
+    ensemble: Ensemble,
+    batch_size: int,
+    min_last_window_s: float,
+) -> Iterator[FilePrediction]:
+    """Predict each recording in turn; a recording that cannot be decoded is reported in its
+    FilePrediction.error, never raised, so one bad file does not stop the others."""
+    params = ensemble.params
+    batches: queue.Queue = queue.Queue(maxsize=_QUEUED_BATCHES)
+    stop = threading.Event()
+
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                batches.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def decode_all() -> None:
+        try:
+            for index, path in enumerate(paths):
+                batch: list[np.ndarray] = []
+                error = None
+                try:
+                    for samples in recording_windows(path, params, min_last_window_s):
+                        batch.append(window_features(samples, params))
+                        if len(batch) == batch_size:
+                            put((index, np.stack(batch), None))
+                            batch = []
+                except AudioError as problem:
+                    error = str(problem)
+                if batch:
+                    put((index, np.stack(batch), None))
+                put((index, None, error))  # the recording is complete
+                if stop.is_set():
+                    return
+        except BaseException as unexpected:  # a bug, not a bad file: re-raised by the consumer
+            put((None, None, unexpected))
+        put(_END)
+
+    producer = threading.Thread(target=decode_all, name="decode", daemon=True)
+    producer.start()
+    outputs: list[np.ndarray] = []
+    try:
+        while (item := batches.get()) is not _END:
+            index, windows, error = item
+            if index is None:
+                raise error
+            if windows is not None:
+                outputs.append(ensemble.predict(windows))
+                continue
+            probabilities = (
+                np.concatenate(outputs)
+                if outputs
+                else np.zeros((0, len(ensemble.classes)), dtype=np.float32)
+            )
+            outputs = []
+            yield FilePrediction(
+                Path(paths[index]),
+                window_end_seconds(len(probabilities), params.window_s),
+                probabilities,
+                error,
+            )
+    finally:
+        stop.set()
+        producer.join()
+
+
+# --------------------------------------------------------------------------------------------
+# Kaggle submission
+
+
+def row_ids(stem: str, end_s: Iterable[int | float]) -> list[str]:
+    return [f"{stem}_{end}" for end in end_s]
+
+
+def check_classes(model_classes: Sequence[str], expected: Sequence[str], source: str) -> None:
+    """PredictionError unless the model predicts exactly `expected`, in that order."""
+    if list(model_classes) == list(expected):
+        return
+    missing = [label for label in expected if label not in model_classes]
+    extra = [label for label in model_classes if label not in expected]
+    detail = (
+        f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+        f"extra {extra[:5]}{'...' if len(extra) > 5 else ''}"
+        if missing or extra
+        else "same classes in another order"
+    )
+    raise PredictionError(
+        f"the model's {len(model_classes)} classes differ from the {len(expected)} of "
+        f"{source} ({detail}): predict with models trained on this taxonomy"
+    )
+
+
+def soundscape_submission(
+    soundscapes: Sequence[str | Path],
+    ensemble: Ensemble,
+    classes: Sequence[str],
+    settings: Mapping,
+    sample_submission: str | Path | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(submission, problems): one row per window of every soundscape, `classes` columns.
+
+    A soundscape that cannot be (fully) decoded keeps the rows it has; its missing rows (those of
+    the sample submission for it, else `fallback_duration_s` worth) get `fallback_probability`,
+    and `problems` says which file, why, and how many rows were filled.
+    """
+    check_classes(ensemble.classes, classes, "the taxonomy")
+    expected_rows: dict[str, list[str]] = {}
+    if sample_submission is not None:
+        sample = pd.read_csv(sample_submission, nrows=None)
+        check_classes(list(sample.columns[1:]), classes, "the taxonomy (sample_submission.csv)")
+        for row_id in sample["row_id"].astype(str):
+            expected_rows.setdefault(row_id.rsplit("_", 1)[0], []).append(row_id)
+    window_s = ensemble.params.window_s
+    fallback_windows = max(1, math.ceil(settings["fallback_duration_s"] / window_s))
+
+    blocks, problems = [], []
+    ordered = sorted(map(Path, soundscapes), key=lambda path: path.stem)
+    predictions = predict_recordings(
+        ordered, ensemble, settings["batch_size"], settings["min_last_window_s"]
+    )
+    for prediction in _with_progress(predictions, len(ordered), "soundscapes"):
+        stem = prediction.path.stem
+        ids = row_ids(stem, prediction.end_s)
+        block = pd.DataFrame(prediction.probabilities, columns=list(classes))
+        if prediction.error is not None:
+            wanted = expected_rows.get(stem) or row_ids(
+                stem, window_end_seconds(fallback_windows, window_s)
+            )
+            filled = [row_id for row_id in wanted if row_id not in set(ids)]
+            log.warning(
+                "%s: %s; %d window(s) predicted, %d row(s) filled with %g",
+                prediction.path,
+                prediction.error,
+                len(ids),
+                len(filled),
+                settings["fallback_probability"],
+            )
+            problems.append(
+                {
+                    "filename": prediction.path.name,
+                    "reason": prediction.error,
+                    "predicted_rows": len(ids),
+                    "filled_rows": len(filled),
+                }
+            )
+            fill = pd.DataFrame(
+                settings["fallback_probability"], index=range(len(filled)), columns=list(classes)
+            )
+            block = pd.concat([block, fill], ignore_index=True)
+            ids = ids + filled
+        block.insert(0, "row_id", ids)
+        blocks.append(block)
+    columns = ["row_id", *classes]
+    submission = pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(columns=columns)
+    problem_table = pd.DataFrame(
+        problems, columns=["filename", "reason", "predicted_rows", "filled_rows"]
+    )
+    log.info(
+        "%d soundscape(s), %d row(s), %d problem(s)", len(ordered), len(submission), len(problems)
+    )
+    return submission[columns], problem_table
+
+
+def _with_progress(items: Iterable, total: int, unit: str) -> Iterable:
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, unit=unit[:-1] if unit.endswith("s") else unit, desc=unit)
+
+
+def write_csv(table: pd.DataFrame, path: str | Path) -> None:
+    """Atomically, with enough digits to keep every probability's order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    table.to_csv(temporary, index=False, float_format="%.9g", lineterminator="\n")
+    os.replace(temporary, path)
+
+
+def score_soundscapes(submission: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """The competition metric of a submission against window labels (row_id + class columns)."""
+    from dawnchorus.metrics import birdclef_auc
+
+    classes = [column for column in truth.columns if column != "row_id"]
+    merged = truth.merge(submission, on="row_id", how="left", suffixes=("", "_predicted"))
+    unmatched = merged[f"{classes[0]}_predicted"].isna()
+    if unmatched.any():
+        raise PredictionError(
+            f"{int(unmatched.sum())} labelled window(s) have no prediction, e.g. "
+            f"{merged.loc[unmatched, 'row_id'].iloc[0]}"
+        )
+    y_true = merged[classes].to_numpy()
+    y_score = merged[[f"{label}_predicted" for label in classes]].to_numpy()
+    auc = birdclef_auc(y_true, y_score)
+    return {
+        "macro_auc": auc.macro,
+        "windows": len(merged),
+        "scored_classes": int(auc.scored.sum()),
+        "skipped_classes": auc.skipped(classes),
+        "per_class_auc": {
+            label: (None if np.isnan(value) else float(value))
+            for label, value in zip(classes, auc.per_class, strict=True)
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# users' own recordings
+
+
+def detections_table(
+    prediction: FilePrediction,
+    classes: Sequence[str],
+    window_s: float,
+    top_k: int | None = None,
+    threshold: float | None = None,
+) -> pd.DataFrame:
+    """Per-window probabilities of one recording.
+
+    Wide (one column per class) unless `top_k` or `threshold` is given; then long: one row per
+    window and kept class (the `top_k` most probable, those at or above `threshold`, or both),
+    most probable first.
+    """
+    ends = np.asarray(prediction.end_s, dtype=np.float64)
+    starts = np.round(ends - window_s, 3)
+    keys = pd.DataFrame({"filename": str(prediction.path), "start_s": starts, "end_s": ends})
+    probabilities = prediction.probabilities
+    if top_k is None and threshold is None:
+        return pd.concat([keys, pd.DataFrame(probabilities, columns=list(classes))], axis=1)
+    order = np.argsort(-probabilities, axis=1, kind="stable")
+    if top_k is not None:
+        order = order[:, :top_k]
+    window_index = np.repeat(np.arange(len(order)), order.shape[1])
+    class_index = order.reshape(-1)
+    scores = probabilities[window_index, class_index]
+    rank = np.tile(np.arange(1, order.shape[1] + 1), len(order))
+    keep = scores >= threshold if threshold is not None else np.ones(len(scores), dtype=bool)
+    long = keys.iloc[window_index[keep]].reset_index(drop=True)
+    long["rank"] = rank[keep]
+    long["label"] = np.asarray(classes, dtype=object)[class_index[keep]]
+    long["probability"] = scores[keep]
+    return long
+
+
+# --------------------------------------------------------------------------------------------
+# workflow stages
+
+
+def export_stage(
+    model_paths: Sequence[str | Path],
+    manifest_csv: str | Path,
+    shard_paths: Sequence[str | Path],
+    config: Mapping,
+    out_path: str | Path,
+    threads: int = 1,
+) -> dict:
+    """Rule export: the fold ensemble as TFLite, checked on real windows from the shards."""
+    from dawnchorus.dataset import evaluation_windows
+    from dawnchorus.manifest import read_manifest
+    from dawnchorus.shards import ClipStore
+
+    params = AudioParams.from_config(config)
+    model_params = audio_params(consistent_metadata(model_paths))
+    if model_params.feature_attrs() != params.feature_attrs():
+        raise PredictionError(
+            f"the models were trained on other features ({model_params.feature_attrs()}) than "
+            f"the shards hold ({params.feature_attrs()})"
+        )
+    filenames = list(read_manifest(manifest_csv)["filename"])
+    store = ClipStore(shard_paths, params, filenames, ram_budget_mb=0)  # a few windows: stream
+    try:
+        rows = np.flatnonzero(store.available)[: config["predict"]["export_check_windows"]]
+        windows = evaluation_windows(store, rows, max_windows=1).windows
+    finally:
+        store.close()
+    if len(windows) == 0:
+        raise PredictionError("the shards hold no recording to check the export on")
+    return export_tflite(
+        model_paths, out_path, windows, config["predict"]["export_tolerance"], threads
+    )
+
+
+def submission_stage(
+    model_paths: Sequence[str | Path],
+    soundscapes: Sequence[str | Path],
+    classes_txt: str | Path,
+    settings: Mapping,
+    submission_csv: str | Path,
+    problems_csv: str | Path,
+    sample_submission: str | Path | None = None,
+    threads: int = 1,
+) -> None:
+    """Rule predict: every test soundscape -> submission.csv (and problems.csv, maybe empty)."""
+    from dawnchorus.manifest import read_classes
+
+    ensemble = load_ensemble(model_paths, threads)
+    log.info(
+        "%s ensemble of %d fold model(s): %s",
+        ensemble.engine,
+        len(ensemble.sources),
+        ", ".join(ensemble.sources),
+    )
+    submission, problems = soundscape_submission(
+        soundscapes, ensemble, read_classes(classes_txt), settings, sample_submission
+    )
+    write_csv(problems, problems_csv)
+    write_csv(submission, submission_csv)

@@ -1,0 +1,125 @@
+# Inference: the fold ensemble exported for fast CPU prediction, the test soundscapes predicted
+# into a Kaggle submission, and (when window labels exist, as in the demo) its soundscape score.
+
+from dawnchorus.predict import AUDIO_SUFFIXES
+
+PREDICT = config["predict"]
+SOUNDSCAPE_DIR = DATA_DIR / "test_soundscapes"
+SAMPLE_SUBMISSION = DATA_DIR / "sample_submission.csv"
+GROUND_TRUTH = DATA_DIR / PREDICT["ground_truth"]
+
+
+def predicted_fold_models():
+    folds = PREDICT["folds"] or config["folds"]["train"]
+    return expand(results_path("models", "fold_{fold}", "model.keras"), fold=folds)
+
+
+def test_soundscapes():
+    """Listed when the workflow is parsed: a soundscape added later reruns predict."""
+    if not SOUNDSCAPE_DIR.is_dir():
+        return []
+    return sorted(
+        str(path)
+        for path in SOUNDSCAPE_DIR.iterdir()
+        if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
+    )
+
+
+def prediction_inputs(wildcards):
+    inputs = {
+        "models": (
+            rules.export.output.model
+            if PREDICT["engine"] == "tflite"
+            else predicted_fold_models()
+        ),
+        "classes": rules.manifest.output.classes,
+        "soundscapes": test_soundscapes(),
+    }
+    if SAMPLE_SUBMISSION.is_file():
+        inputs["sample_submission"] = str(SAMPLE_SUBMISSION)
+    return inputs
+
+
+rule export:
+    input:
+        models=predicted_fold_models(),
+        manifest=rules.manifest.output.manifest,
+        shards=shard_files(),
+    output:
+        model=results_path("export", "model.tflite"),
+        card=results_path("export", "model.json"),
+    log:
+        log_path("export.log"),
+    benchmark:
+        benchmark_path("export.tsv")
+    conda:
+        "../../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        config={
+            "audio": config["audio"],
+            "predict": {
+                key: PREDICT[key]
+                for key in ("export_tolerance", "export_check_windows")
+            },
+        },
+    script:
+        "../scripts/export.py"
+
+
+rule predict:
+    input:
+        unpack(prediction_inputs),
+    output:
+        submission=results_path("predictions", "submission.csv"),
+        problems=results_path("predictions", "problems.csv"),
+    log:
+        log_path("predict.log"),
+    benchmark:
+        benchmark_path("predict.tsv")
+    conda:
+        "../../envs/train.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        settings={
+            key: PREDICT[key]
+            for key in (
+                "batch_size",
+                "min_last_window_s",
+                "fallback_probability",
+                "fallback_duration_s",
+            )
+        },
+    script:
+        "../scripts/predict.py"
+
+
+rule soundscape_score:
+    input:
+        submission=rules.predict.output.submission,
+        truth=str(GROUND_TRUTH),
+    output:
+        scores=results_path("predictions", "soundscape_scores.json"),
+        plot=report(
+            results_path("report", "soundscape_auc.png"),
+            caption="../report/soundscape_auc.rst",
+            category="Soundscapes",
+        ),
+    log:
+        log_path("soundscape_score.log"),
+    benchmark:
+        benchmark_path("soundscape_score.tsv")
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/soundscape_score.py"

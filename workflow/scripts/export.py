@@ -1,0 +1,14 @@
+"""Rule export: the fold ensemble as one TFLite model, checked against Keras on real windows."""
+
+from dawnchorus.logs import log_to_file
+from dawnchorus.predict import export_stage
+
+with log_to_file(snakemake.log[0]):
+    export_stage(
+        snakemake.input.models,
+        snakemake.input.manifest,
+        snakemake.input.shards,
+        snakemake.params.config,
+        snakemake.output.model,
+        threads=snakemake.threads,
+    )

@@ -1,0 +1,17 @@
+"""Rule predict: the test soundscapes -> predictions/submission.csv (Kaggle's format)."""
+
+from dawnchorus.logs import log_to_file
+from dawnchorus.predict import submission_stage
+
+with log_to_file(snakemake.log[0]):
+    models = snakemake.input.models
+    submission_stage(
+        [models] if isinstance(models, str) else models,
+        snakemake.input.soundscapes,
+        snakemake.input.classes,
+        snakemake.params.settings,
+        snakemake.output.submission,
+        snakemake.output.problems,
+        sample_submission=snakemake.input.get("sample_submission"),
+        threads=snakemake.threads,
+    )

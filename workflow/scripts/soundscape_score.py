@@ -1,0 +1,17 @@
+"""Rule soundscape_score: the submission's competition metric on labelled soundscapes."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from dawnchorus.logs import log_to_file
+from dawnchorus.predict import score_soundscapes
+from dawnchorus.report import plot_soundscape_auc
+from dawnchorus.train import write_json
+
+with log_to_file(snakemake.log[0]):
+    scores = score_soundscapes(
+        pd.read_csv(snakemake.input.submission), pd.read_csv(snakemake.input.truth)
+    )
+    write_json(Path(snakemake.output.scores), scores, sort_keys=False)
+    plot_soundscape_auc(scores, snakemake.output.plot)
