@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dawnchorus import __version__
 
@@ -80,6 +82,100 @@ def _run_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_predict(subparsers) -> None:
+    from dawnchorus.config import section_defaults
+
+    defaults = section_defaults("predict")  # the config schema holds every default
+    parser = subparsers.add_parser(
+        "predict",
+        help="per-window species probabilities for your own recordings",
+        description="Cut recordings of any length, sample rate and channel count into "
+        "consecutive windows and average the given fold models' probabilities per window. "
+        "Folders are searched recursively for audio files.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="AUDIO_OR_FOLDER")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        required=True,
+        help="fold models (results/models/fold_*/model.keras) or one export "
+        "(results/export/model.tflite, with model.json beside it)",
+    )
+    parser.add_argument("--out", required=True, help="CSV to write (detections.csv)")
+    parser.add_argument(
+        "--top-k", type=int, help="only the K most probable classes per window (long format)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="only classes with at least this probability per window (long format)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults["batch_size"],
+        help="windows per model call (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-last-window",
+        type=float,
+        default=defaults["min_last_window_s"],
+        help="seconds a recording's last partial window needs to be predicted "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="default: all CPU cores"
+    )
+    parser.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from dawnchorus.predict import (
+        detections_table,
+        find_recordings,
+        load_ensemble,
+        predict_recordings,
+    )
+
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError("--top-k must be at least 1")
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise ValueError("--threshold must be between 0 and 1")
+    recordings = find_recordings(args.inputs)
+    if not recordings:
+        raise ValueError(f"no audio files in {' '.join(args.inputs)}")
+    ensemble = load_ensemble(args.models, args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.tmp")
+    failed, windows = 0, 0
+    predictions = predict_recordings(recordings, ensemble, args.batch_size, args.min_last_window)
+    with open(temporary, "w", encoding="utf-8", newline="") as handle:
+        progress = tqdm(predictions, total=len(recordings), unit="file", disable=None)
+        for index, prediction in enumerate(progress):
+            if prediction.error is not None:
+                failed += 1
+                progress.write(
+                    f"{prediction.path}: {prediction.error} "
+                    f"({len(prediction.end_s)} window(s) before the problem are kept)",
+                    file=sys.stderr,
+                )
+            table = detections_table(
+                prediction, ensemble.classes, ensemble.params.window_s, args.top_k, args.threshold
+            )
+            table.to_csv(handle, header=index == 0, index=False, float_format="%.6g")
+            windows += len(prediction.end_s)
+    os.replace(temporary, out)
+    print(
+        f"{windows} window(s) of {len(recordings)} recording(s) -> {out}"
+        + (f"; {failed} recording(s) could not be (fully) decoded" if failed else ""),
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dawnchorus", description="Bird-sound classifiers from BirdCLEF-layout folders."
@@ -87,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_demo_data(subparsers)
+    _add_predict(subparsers)
     return parser
 
 

@@ -185,6 +185,13 @@ def validate_config(config: dict) -> dict:
     return config
 
 
+def section_defaults(name: str) -> dict:
+    """The schema's defaults of one top-level section (for commands that take no config file)."""
+    section: dict = {}
+    _default_filling_validator()(load_schema()["properties"][name]).validate(section)
+    return section
+
+
 def deep_merge(base: Mapping, override: Mapping) -> dict:
     """`base` updated by `override`, recursing into mappings (as Snakemake merges configs)."""
     merged = copy.deepcopy(dict(base))

@@ -462,9 +462,10 @@ def soundscape_submission(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(submission, problems): one row per window of every soundscape, `classes` columns.
 
-    A soundscape that cannot be (fully) decoded keeps the rows it has; its missing rows (those of
-    the sample submission for it, else `fallback_duration_s` worth) get `fallback_probability`,
-    and `problems` says which file, why, and how many rows were filled.
+    A soundscape that cannot be (fully) decoded, or is shorter than the sample submission expects,
+    keeps the rows it has; its missing rows (those of the sample submission for it, else
+    `fallback_duration_s` worth for an undecodable one) get `fallback_probability`, and `problems`
+    says which file, why, and how many rows were filled.
     """
     check_classes(ensemble.classes, classes, "the taxonomy")
     expected_rows: dict[str, list[str]] = {}
@@ -485,15 +486,17 @@ def soundscape_submission(
         stem = prediction.path.stem
         ids = row_ids(stem, prediction.end_s)
         block = pd.DataFrame(prediction.probabilities, columns=list(classes))
-        if prediction.error is not None:
-            wanted = expected_rows.get(stem) or row_ids(
-                stem, window_end_seconds(fallback_windows, window_s)
-            )
-            filled = [row_id for row_id in wanted if row_id not in set(ids)]
+        wanted = expected_rows.get(stem, [])
+        if prediction.error is not None and not wanted:
+            wanted = row_ids(stem, window_end_seconds(fallback_windows, window_s))
+        predicted = set(ids)
+        filled = [row_id for row_id in wanted if row_id not in predicted]
+        if prediction.error is not None or filled:
+            reason = prediction.error or "shorter than sample_submission.csv expects"
             log.warning(
                 "%s: %s; %d window(s) predicted, %d row(s) filled with %g",
                 prediction.path,
-                prediction.error,
+                reason,
                 len(ids),
                 len(filled),
                 settings["fallback_probability"],
@@ -501,7 +504,7 @@ def soundscape_submission(
             problems.append(
                 {
                     "filename": prediction.path.name,
-                    "reason": prediction.error,
+                    "reason": reason,
                     "predicted_rows": len(ids),
                     "filled_rows": len(filled),
                 }

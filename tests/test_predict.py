@@ -1,0 +1,335 @@
+"""Inference: windows, features, the ensemble engines, the submission, the predict command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from support import tone, truncated_ogg, write_audio
+
+from dawnchorus.cli import main
+from dawnchorus.config import AudioParams, ConfigError, load_config, section_defaults
+from dawnchorus.features import log_mel
+from dawnchorus.modelcard import ModelFileError, model_metadata, read_metadata
+from dawnchorus.predict import (
+    ExportError,
+    PredictionError,
+    detections_table,
+    export_tflite,
+    load_ensemble,
+    predict_recordings,
+    recording_windows,
+    score_soundscapes,
+    soundscape_submission,
+    window_features,
+)
+
+pytestmark = pytest.mark.training
+PARAMS = AudioParams.from_config(section_defaults("audio"))
+SETTINGS = {**section_defaults("predict"), "batch_size": 16}
+
+
+def _classes(data):
+    return list(pd.read_csv(data / "taxonomy.csv")["primary_label"])
+
+
+def _save_fold_model(path, classes, seed, normalization="minmax", image_size=(32, 32)):
+    """An untrained model whose probabilities still spread over (0, 1) and differ per window."""
+    import keras
+
+    from dawnchorus.model import build_model
+    from dawnchorus.train import save_for_inference
+
+    model = build_model(len(classes), (PARAMS.n_mels, PARAMS.window_frames, 1), image_size)
+    rng = np.random.default_rng(seed)
+    # an untrained backbone's pooled features are tiny: scale the logits to a spread of about 2
+    pooled = keras.Model(model.input, model.get_layer("dropout").output)
+    features = pooled.predict_on_batch(rng.uniform(size=(8, *model.input_shape[1:])))
+    kernel, bias = model.get_layer("logits").get_weights()
+    scale = 2.0 / (features.std() * np.sqrt(kernel.shape[0]) + 1e-12)
+    model.get_layer("logits").set_weights(
+        [(rng.normal(0, 1, kernel.shape) * scale).astype("float32"), bias]
+    )
+    save_for_inference(model, path, model_metadata(classes, PARAMS, normalization))
+    return path
+
+
+@pytest.fixture(scope="module")
+def folds(tmp_path_factory, tiny_demo):
+    root = tmp_path_factory.mktemp("folds")
+    classes = _classes(tiny_demo)
+    return [_save_fold_model(root / f"fold_{k}.keras", classes, seed=k) for k in range(2)]
+
+
+@pytest.fixture(scope="module")
+def soundscape_windows(tiny_demo):
+    path = sorted((tiny_demo / "test_soundscapes").glob("*.ogg"))[0]
+    return np.stack([window_features(w, PARAMS) for w in recording_windows(path, PARAMS, 1.0)])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, folds, soundscape_windows):
+    out = tmp_path_factory.mktemp("export") / "model.tflite"
+    card = export_tflite(folds, out, soundscape_windows, tolerance=1e-3, threads=2)
+    return out, card
+
+
+# --------------------------------------------------------------------------------------------
+# windows and features
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected_windows"),
+    [(60.0, 12), (62.5, 13), (60.4, 12), (3.0, 1), (10.0, 2)],
+)
+def test_consecutive_windows_and_the_last_partial_one(tmp_path, seconds, expected_windows):
+    path = write_audio(tmp_path / "a.ogg", tone(seconds, 32000), 32000)
+    windows = list(recording_windows(path, PARAMS, min_last_window_s=1.0))
+    assert len(windows) == expected_windows
+    assert all(w.shape == (PARAMS.window_samples,) for w in windows)
+
+
+def test_a_partial_window_repeats_its_own_audio_instead_of_silence(tmp_path):
+    audio = tone(7.0, 32000)[:, 0]
+    path = write_audio(tmp_path / "a.wav", audio, 32000)
+    last = list(recording_windows(path, PARAMS, min_last_window_s=1.0))[-1]
+    tail = audio[5 * 32000 :]
+    np.testing.assert_allclose(last[: len(tail)], tail, atol=1e-6)
+    np.testing.assert_allclose(last[len(tail) : 2 * len(tail)], tail, atol=1e-6)
+
+
+def test_features_are_the_training_features_of_the_window(tmp_path):
+    audio = tone(5.0, 32000, freq=2000)[:, 0]
+    path = write_audio(tmp_path / "a.wav", audio, 32000)
+    (window,) = recording_windows(path, PARAMS, 1.0)
+    features = window_features(window, PARAMS)
+    assert features.shape == (PARAMS.window_frames, PARAMS.n_mels)
+    assert features.dtype == np.float16  # what the shards store, so what training saw
+    np.testing.assert_array_equal(features, log_mel(audio, PARAMS).astype(np.float16))
+
+
+def test_8_khz_stereo_is_downmixed_and_resampled(tmp_path):
+    stereo = np.concatenate([tone(12.0, 8000, freq=1500), tone(12.0, 8000, freq=1500)], axis=1)
+    path = write_audio(tmp_path / "field.flac", stereo, 8000)
+    windows = list(recording_windows(path, PARAMS, 1.0))
+    assert len(windows) == 3  # 5 + 5 + 2 s
+    features = window_features(windows[0], PARAMS)
+    assert np.isfinite(features.astype(np.float32)).all()
+    peak_band = int(np.argmax(features.astype(np.float32).mean(axis=0)))
+    # 1.5 kHz lands in the same mel band as it would from a 32 kHz recording
+    reference = window_features(tone(5.0, 32000, freq=1500)[:, 0], PARAMS)
+    assert abs(peak_band - int(np.argmax(reference.astype(np.float32).mean(axis=0)))) <= 1
+
+
+def test_a_two_hour_recording_is_streamed_in_bounded_memory(tmp_path, exported):
+    path = tmp_path / "two_hours.wav"
+    rate, seconds = 8000, 2 * 3600
+    with sf.SoundFile(path, "w", rate, 1, subtype="PCM_16") as handle:
+        block = tone(60.0, rate)
+        for _ in range(seconds // 60):
+            handle.write(block)
+    ensemble = load_ensemble([exported[0]], threads=2)
+    tracemalloc.start()
+    try:
+        (prediction,) = predict_recordings([path], ensemble, batch_size=64, min_last_window_s=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert prediction.error is None
+    assert len(prediction.end_s) == seconds // 5 and prediction.end_s[-1] == seconds
+    whole_file = seconds * PARAMS.sample_rate * 4  # float32 at the model's rate: 922 MB
+    assert peak < whole_file / 10, f"peak {peak / 2**20:.0f} MB"
+
+
+# --------------------------------------------------------------------------------------------
+# models and the export
+
+
+def test_export_reproduces_the_keras_ensemble_on_real_windows(folds, exported, soundscape_windows):
+    out, card = exported
+    assert card["parity"]["max_abs_difference"] <= 1e-3
+    assert card["folds"] == [str(path) for path in folds]
+    keras_probabilities = load_ensemble(folds, threads=2).predict(soundscape_windows)
+    tflite_probabilities = load_ensemble([out], threads=2).predict(soundscape_windows)
+    assert np.abs(tflite_probabilities - keras_probabilities).max() <= 1e-3
+    # the ensemble is the mean of the folds, and the folds really differ
+    single = [load_ensemble([path]).predict(soundscape_windows) for path in folds]
+    assert np.abs(single[0] - single[1]).max() > 0.05
+    np.testing.assert_allclose(keras_probabilities, np.mean(single, axis=0), atol=1e-6)
+    assert keras_probabilities.std(axis=0).max() > 1e-3, "windows get different predictions"
+
+
+def test_an_export_outside_the_tolerance_is_not_written(tmp_path, folds, soundscape_windows):
+    out = tmp_path / "model.tflite"
+    with pytest.raises(ExportError, match="differs from the Keras ensemble"):
+        export_tflite(folds, out, soundscape_windows, tolerance=1e-12)
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_models_carry_their_classes_and_features(folds, tiny_demo):
+    metadata = read_metadata(folds[0])
+    assert metadata["classes"] == _classes(tiny_demo)
+    assert metadata["audio"]["n_mels"] == PARAMS.n_mels and metadata["normalization"] == "minmax"
+
+
+def test_model_file_problems_are_named(tmp_path, folds, tiny_demo):
+    with pytest.raises(PredictionError, match=r"not found: .*fold_9\.keras"):
+        load_ensemble([folds[0], tmp_path / "fold_9.keras"])
+    plain = tmp_path / "plain.keras"
+    shutil.copy(folds[0], plain)
+    import zipfile
+
+    with zipfile.ZipFile(folds[0]) as source, zipfile.ZipFile(plain, "w") as target:
+        for item in source.namelist():
+            if item != "dawnchorus.json":
+                target.writestr(item, source.read(item))
+    with pytest.raises(ModelFileError, match=r"no dawnchorus\.json inside"):
+        load_ensemble([plain])
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match=r"not a readable \.keras model"):
+        load_ensemble([garbage])
+    other = _save_fold_model(tmp_path / "other.keras", _classes(tiny_demo), 3, "fixed")
+    with pytest.raises(PredictionError, match="differ in normalization"):
+        load_ensemble([folds[0], other])
+    tflite_without_card = tmp_path / "model.tflite"
+    tflite_without_card.write_bytes(b"\0" * 16)
+    with pytest.raises(ModelFileError, match=r"model\.json is missing"):
+        load_ensemble([tflite_without_card])
+
+
+# --------------------------------------------------------------------------------------------
+# the submission
+
+
+def test_submission_keeps_every_row_of_bad_soundscapes(tmp_path, tiny_demo, exported):
+    soundscapes = sorted((tiny_demo / "test_soundscapes").glob("*.ogg"))
+    folder = tmp_path / "test_soundscapes"
+    folder.mkdir()
+    good = shutil.copy(soundscapes[0], folder)
+    cut = folder / soundscapes[1].name  # listed in the sample submission, cut after ~24 s
+    cut.write_bytes(soundscapes[1].read_bytes()[: int(soundscapes[1].stat().st_size * 0.4)])
+    empty = folder / "ZZ_empty.ogg"  # not listed: 60 s of fallback rows
+    empty.write_bytes(b"")
+    short = folder / "ZZ_short.ogg"  # not listed, decodable: its own (one) window
+    short.write_bytes(truncated_ogg(60.0, 0.03))
+    ensemble = load_ensemble([exported[0]])
+    classes = _classes(tiny_demo)
+    submission, problems = soundscape_submission(
+        [good, cut, empty, short], ensemble, classes, SETTINGS, tiny_demo / "sample_submission.csv"
+    )
+    sample = pd.read_csv(tiny_demo / "sample_submission.csv")
+    assert submission.columns.tolist() == sample.columns.tolist()
+    unlisted = submission["row_id"].str.startswith("ZZ_")
+    assert submission["row_id"][~unlisted].tolist() == sample["row_id"].tolist()
+    assert submission["row_id"][unlisted].tolist() == [
+        *(f"ZZ_empty_{end}" for end in range(5, 61, 5)),
+        "ZZ_short_5",
+    ]
+    problems = problems.set_index("filename")
+    assert problems.index.tolist() == [cut.name, empty.name]
+    assert problems.loc[empty.name, "filled_rows"] == 12
+    assert "shorter than sample_submission.csv" in problems.loc[cut.name, "reason"]
+    assert 3 <= problems.loc[cut.name, "predicted_rows"] <= 6
+    assert problems.loc[cut.name, ["predicted_rows", "filled_rows"]].sum() == 12
+    filled = submission.set_index("row_id").loc[f"{cut.stem}_60"]
+    assert (filled == SETTINGS["fallback_probability"]).all()
+
+
+def test_empty_soundscape_folder_gives_a_header_only_submission(tiny_demo, exported):
+    submission, problems = soundscape_submission(
+        [], load_ensemble([exported[0]]), _classes(tiny_demo), SETTINGS
+    )
+    assert submission.empty and submission.columns.tolist() == ["row_id", *_classes(tiny_demo)]
+    assert problems.empty
+
+
+def test_a_model_of_another_taxonomy_is_refused(tiny_demo, exported):
+    classes = _classes(tiny_demo)
+    with pytest.raises(PredictionError, match=r"missing \['newbird'\]"):
+        soundscape_submission([], load_ensemble([exported[0]]), [*classes, "newbird"], SETTINGS)
+    with pytest.raises(PredictionError, match="same classes in another order"):
+        soundscape_submission([], load_ensemble([exported[0]]), classes[::-1], SETTINGS)
+
+
+def test_soundscape_score_is_the_competition_metric(tiny_demo):
+    truth = pd.read_csv(tiny_demo / "test_soundscapes_ground_truth.csv")
+    perfect = truth.copy()
+    scores = score_soundscapes(perfect, truth)
+    assert scores["macro_auc"] == 1.0 and scores["windows"] == len(truth)
+    with pytest.raises(PredictionError, match="have no prediction"):
+        score_soundscapes(perfect.iloc[1:], truth)
+
+
+def test_predict_folds_must_be_trained_folds():
+    with pytest.raises(ConfigError, match=r"predict.folds names untrained folds \[3\]"):
+        load_config(
+            None, {"data_dir": ".", "folds": {"train": [0, 1]}, "predict": {"folds": [1, 3]}}
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# the predict command
+
+
+def test_detections_top_k_and_threshold(tmp_path):
+    from dawnchorus.predict import FilePrediction
+
+    prediction = FilePrediction(
+        tmp_path / "a.wav", [5, 10], np.array([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]])
+    )
+    classes = ["a", "b", "c"]
+    wide = detections_table(prediction, classes, 5.0)
+    assert wide.columns.tolist() == ["filename", "start_s", "end_s", "a", "b", "c"]
+    top = detections_table(prediction, classes, 5.0, top_k=2)
+    assert top["label"].tolist() == ["b", "c", "a", "c"] and top["rank"].tolist() == [1, 2, 1, 2]
+    sure = detections_table(prediction, classes, 5.0, threshold=0.5)
+    assert list(zip(sure["end_s"], sure["label"], strict=True)) == [(5, "b"), (5, "c"), (10, "a")]
+    both = detections_table(prediction, classes, 5.0, top_k=1, threshold=0.8)
+    assert both["label"].tolist() == ["b"]
+
+
+def test_predict_command_on_a_folder_with_a_bad_file(tmp_path, folds, capsys):
+    recordings = tmp_path / "recorder"
+    write_audio(recordings / "site_a" / "dawn.wav", tone(12.0, 48000, channels=2), 48000)
+    write_audio(recordings / "dusk.flac", tone(4.0, 22050), 22050)
+    (recordings / "broken.ogg").write_bytes(b"OggS not really")
+    (recordings / "notes.txt").write_text("not audio")
+    out = tmp_path / "detections.csv"
+    code = main(["predict", "--models", *map(str, folds), "--out", str(out), str(recordings)])
+    assert code == 1, "a recording could not be decoded"
+    assert "broken.ogg" in capsys.readouterr().err
+    table = pd.read_csv(out)
+    assert table.groupby("filename").size().to_dict() == {
+        str(recordings / "dusk.flac"): 1,
+        str(recordings / "site_a" / "dawn.wav"): 3,
+    }
+    assert table["end_s"].tolist() == [5, 5, 10, 15]
+    assert len(table.columns) == 3 + len(read_metadata(folds[0])["classes"])
+
+    top = tmp_path / "top.csv"
+    code = main(
+        ["predict", "--models", str(folds[0]), "--out", str(top), "--top-k", "2",
+         str(recordings / "dusk.flac")]
+    )  # fmt: skip
+    assert code == 0
+    assert pd.read_csv(top)["rank"].tolist() == [1, 2]
+
+
+def test_predict_command_refuses_what_it_cannot_use(tmp_path, folds, capsys):
+    assert main(["predict", "--models", str(folds[0]), "--out", "x.csv", str(tmp_path)]) == 2
+    assert "no audio files" in capsys.readouterr().err
+    missing = str(tmp_path / "fold_4" / "model.keras")
+    audio = write_audio(tmp_path / "a.wav", tone(5.0, 32000), 32000)
+    assert main(["predict", "--models", missing, "--out", "x.csv", str(audio)]) == 2
+    assert "fold_4/model.keras" in capsys.readouterr().err
+
+
+def test_export_card_is_json_beside_the_model(exported):
+    out, card = exported
+    assert json.loads(out.with_suffix(".json").read_text()) == card
