@@ -44,8 +44,8 @@ from dawnchorus.predict import (
     recording_windows,
     soundscape_submission,
     window_features,
-    write_csv,
 )
+from dawnchorus.train import write_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 206  # BirdCLEF 2025
@@ -81,7 +81,7 @@ def time_submission(soundscapes, ensemble, settings, out: Path) -> tuple[float, 
     soundscape_submission(soundscapes[:1], ensemble, classes, settings)  # warm-up
     start = time.perf_counter()
     submission, _ = soundscape_submission(soundscapes, ensemble, classes, settings)
-    write_csv(submission, out)
+    write_predictions(submission, out)
     return time.perf_counter() - start, len(submission)
 
 

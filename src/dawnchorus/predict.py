@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from dawnchorus.audio import AudioError, stream_audio
 from dawnchorus.config import AudioParams
@@ -482,7 +483,9 @@ def soundscape_submission(
     predictions = predict_recordings(
         ordered, ensemble, settings["batch_size"], settings["min_last_window_s"]
     )
-    for prediction in _with_progress(predictions, len(ordered), "soundscapes"):
+    # in a job's log (not a terminal) a progress line every 10 s, not one per file
+    progress = tqdm(predictions, total=len(ordered), unit="file", mininterval=10)
+    for prediction in progress:
         stem = prediction.path.stem
         ids = row_ids(stem, prediction.end_s)
         block = pd.DataFrame(prediction.probabilities, columns=list(classes))
@@ -525,21 +528,6 @@ def soundscape_submission(
         "%d soundscape(s), %d row(s), %d problem(s)", len(ordered), len(submission), len(problems)
     )
     return submission[columns], problem_table
-
-
-def _with_progress(items: Iterable, total: int, unit: str) -> Iterable:
-    from tqdm import tqdm
-
-    return tqdm(items, total=total, unit=unit[:-1] if unit.endswith("s") else unit, desc=unit)
-
-
-def write_csv(table: pd.DataFrame, path: str | Path) -> None:
-    """Atomically, with enough digits to keep every probability's order."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    table.to_csv(temporary, index=False, float_format="%.9g", lineterminator="\n")
-    os.replace(temporary, path)
 
 
 def score_soundscapes(submission: pd.DataFrame, truth: pd.DataFrame) -> dict:
@@ -657,6 +645,7 @@ def submission_stage(
 ) -> None:
     """Rule predict: every test soundscape -> submission.csv (and problems.csv, maybe empty)."""
     from dawnchorus.manifest import read_classes
+    from dawnchorus.train import write_predictions
 
     ensemble = load_ensemble(model_paths, threads)
     log.info(
@@ -668,5 +657,5 @@ def submission_stage(
     submission, problems = soundscape_submission(
         soundscapes, ensemble, read_classes(classes_txt), settings, sample_submission
     )
-    write_csv(problems, problems_csv)
-    write_csv(submission, submission_csv)
+    write_predictions(problems, problems_csv)
+    write_predictions(submission, submission_csv)

@@ -647,8 +647,13 @@ def save_for_inference(model, path: Path, metadata: Mapping) -> None:
 
 
 def write_predictions(predictions: pd.DataFrame, path: str | Path) -> None:
-    """Probabilities to CSV with enough digits to keep their order (and so every AUC) exact."""
-    predictions.to_csv(path, index=False, float_format="%.9g", lineterminator="\n")
+    """Probabilities to CSV with enough digits to keep their order (and so every AUC) exact,
+    atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    predictions.to_csv(temporary, index=False, float_format="%.9g", lineterminator="\n")
+    os.replace(temporary, path)
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
