@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 from dawnchorus.config import ConfigError, validate_config
+from dawnchorus.predict import AUDIO_SUFFIXES
 from dawnchorus.tune import search_settings
 
 min_version("9.0")
@@ -118,4 +119,41 @@ def fold_inputs(wildcards):
         inputs["tuning"] = TUNING_RESULTS
         # workers are requested here so that they run beside the chief, not after it
         inputs["tuning_workers"] = tuning_worker_outputs()
+    return inputs
+
+
+PREDICT = config["predict"]
+SOUNDSCAPE_DIR = DATA_DIR / "test_soundscapes"
+SAMPLE_SUBMISSION = DATA_DIR / "sample_submission.csv"
+GROUND_TRUTH = DATA_DIR / PREDICT["ground_truth"]
+
+
+def predicted_fold_models():
+    folds = PREDICT["folds"] or config["folds"]["train"]
+    return expand(results_path("models", "fold_{fold}", "model.keras"), fold=folds)
+
+
+def test_soundscapes():
+    """Listed when the workflow is parsed: a soundscape added later reruns predict."""
+    if not SOUNDSCAPE_DIR.is_dir():
+        return []
+    return sorted(
+        str(path)
+        for path in SOUNDSCAPE_DIR.iterdir()
+        if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
+    )
+
+
+def prediction_inputs(wildcards):
+    inputs = {
+        "models": (
+            rules.export.output.model
+            if PREDICT["engine"] == "tflite"
+            else predicted_fold_models()
+        ),
+        "classes": rules.manifest.output.classes,
+        "soundscapes": test_soundscapes(),
+    }
+    if SAMPLE_SUBMISSION.is_file():
+        inputs["sample_submission"] = str(SAMPLE_SUBMISSION)
     return inputs
