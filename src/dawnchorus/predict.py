@@ -113,7 +113,7 @@ class Ensemble:
     metadata: dict
     sources: tuple[str, ...]
     engine: str
-    _run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    run_batch: Callable[[np.ndarray], np.ndarray] = field(repr=False)
 
     @property
     def classes(self) -> list[str]:
@@ -127,7 +127,7 @@ class Ensemble:
         """(n, frames, n_mels) dB windows -> (n, classes) mean probability of the folds."""
         if len(windows) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return self._run(np.asarray(windows, dtype=np.float32))
+        return self.run_batch(np.asarray(windows, dtype=np.float32))
 
 
 def consistent_metadata(paths: Sequence[str | Path]) -> dict:
