@@ -1,0 +1,372 @@
+"""The workflow on a real SLURM cluster: `--profile profiles/slurm` against slurmctld, slurmd and
+slurmdbd started on this machine by tests/cluster/ (root and apt needed; skipped otherwise).
+
+One debug-DAG run through SLURM (one tuning trial; a train_fold job is cancelled mid-training
+and must be resubmitted and resume) is shared by the checks of where each job ran; the other
+tests reuse its results for the one-fold rerun, the dry run and the faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support import REPO_ROOT
+
+from dawnchorus.train import epochs_backed_up
+
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
+
+CLUSTER_SCRIPTS = REPO_ROOT / "tests" / "cluster"
+SLURM_PROFILE = REPO_ROOT / "profiles" / "slurm"
+DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
+# one trial keeps tuning short; six epochs leave a train_fold job running long enough after its
+# first epoch (later epochs take about a second here) to be cancelled mid-training
+DEBUG = "debug={enabled: true, trials: 1, epochs: 6}"
+INSTALL_TIMEOUT = 600
+RUN_TIMEOUT = 480
+
+
+def _timed(command: list[str], seconds: float, **kwargs) -> subprocess.CompletedProcess:
+    """Run under `timeout -s KILL`, so that nothing waiting on a scheduler can hang the tests."""
+    return subprocess.run(
+        ["timeout", "-s", "KILL", str(int(seconds)), *command],
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
+
+
+def _why_no_cluster() -> str | None:
+    if sys.platform != "linux":
+        return "the SLURM tests need Linux"
+    if os.geteuid() != 0:
+        return "the SLURM tests install and start a cluster: run them as root"
+    if shutil.which("timeout") is None:
+        return "the SLURM tests need coreutils' timeout"
+    installed = all(shutil.which(name) for name in ("sbatch", "sacct", "slurmctld", "munged"))
+    if not installed and shutil.which("apt-get") is None:
+        return "SLURM is not installed and there is no apt-get to install it"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A single-node cluster (partitions cpu and free-gpu, one fake V100) for the session."""
+    reason = _why_no_cluster()
+    if reason:
+        print(f"\nskipping SLURM tests: {reason}")
+        pytest.skip(reason)
+    started = time.monotonic()
+    install = _timed(["bash", str(CLUSTER_SCRIPTS / "install.sh")], INSTALL_TIMEOUT)
+    if install.returncode != 0:
+        reason = f"SLURM could not be installed (no network?): {install.stderr.strip()[-500:]}"
+        print(f"\nskipping SLURM tests: {reason}")
+        pytest.skip(reason)
+    installed = time.monotonic()
+    start = _timed(["bash", str(CLUSTER_SCRIPTS / "start.sh")], 180)
+    if start.returncode == 3:  # a SLURM configured by someone else: not ours to touch
+        pytest.skip(start.stderr.strip())
+    try:
+        assert start.returncode == 0, f"cluster did not start:\n{start.stdout}\n{start.stderr}"
+        print(
+            f"\nSLURM test cluster: install {installed - started:.0f} s, "
+            f"start {time.monotonic() - installed:.0f} s"
+        )
+        yield
+    finally:
+        _timed(["bash", str(CLUSTER_SCRIPTS / "stop.sh")], 120)
+
+
+@dataclass
+class SlurmJob:
+    job_id: str
+    rule: str
+    wildcards: str
+    partition: str
+    req_tres: str
+    state: str
+
+
+def sacct_jobs(run_id: str) -> list[SlurmJob]:
+    """The jobs one Snakemake run submitted (the plugin names them by the run's id and writes
+    `rule_<name>[_wildcards_<values>]` into the comment)."""
+    since = f"{datetime.now() - timedelta(days=2):%Y-%m-%dT%H:%M}"
+    result = _timed(
+        [
+            "sacct",
+            "--parsable2",
+            "--noheader",
+            "-X",
+            "--starttime",
+            since,
+            "--name",
+            run_id,
+            "--format=JobID,Comment,Partition,ReqTRES,State",
+        ],
+        60,
+    )
+    assert result.returncode == 0, result.stderr
+    jobs = []
+    for line in result.stdout.splitlines():
+        job_id, comment, partition, req_tres, state = line.split("|")
+        rule, _, wildcards = comment.removeprefix("rule_").partition("_wildcards_")
+        jobs.append(SlurmJob(job_id, rule, wildcards, partition, req_tres, state.split()[0]))
+    return sorted(jobs, key=lambda job: int(job.job_id))
+
+
+def run_id_of(output: str) -> str:
+    match = re.search(r"SLURM run ID: (\S+)", output)
+    assert match, f"no SLURM run ID in Snakemake's output:\n{output[-3000:]}"
+    return match.group(1)
+
+
+def snakemake_command(*args: str, profile: Path = SLURM_PROFILE) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--profile",
+        str(profile),
+        # the plugin's first status check comes after 40 s by default: jobs here take seconds
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        *args,
+    ]
+
+
+def run_on_cluster(*args: str, workdir: Path, timeout: float = 240, **kwargs):
+    return _timed(snakemake_command(*args, **kwargs), timeout, cwd=workdir)
+
+
+@dataclass
+class ClusterRun:
+    workdir: Path
+    results: Path
+    args: list[str]
+    output: str
+    returncode: int
+    seconds: float
+    run_id: str
+    cancelled_after_epochs: int
+
+    def snakemake(self, *args: str, timeout: float = 240, **kwargs):
+        return run_on_cluster(*self.args, *args, workdir=self.workdir, timeout=timeout, **kwargs)
+
+
+def _running_train_fold_job() -> str | None:
+    result = _timed(["squeue", "--noheader", "--states=RUNNING", "--format=%i|%k"], 30)
+    for line in result.stdout.splitlines():
+        job_id, _, comment = line.partition("|")
+        if comment.startswith("rule_train_fold"):
+            return job_id
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster_run(slurm_cluster, tmp_path_factory, tiny_demo) -> ClusterRun:
+    """The debug DAG through SLURM. Once its train_fold job has finished an epoch, the job is
+    cancelled (as a preemption or a lost node would end it); the profile's retries resubmit it."""
+    workdir = tmp_path_factory.mktemp("slurm_run")
+    results = workdir / "results"
+    args = [
+        "--configfile",
+        DEBUG_CONFIG,
+        "--config",
+        f"data_dir={tiny_demo}",
+        f"results_dir={results}",
+        DEBUG,
+    ]
+    log = workdir / "snakemake.out"
+    backup = results / "models" / "fold_0" / "work" / "backup"
+    started = time.monotonic()
+    with open(log, "w") as out:
+        run = subprocess.Popen(
+            ["timeout", "-s", "KILL", str(RUN_TIMEOUT), *snakemake_command(*args)],
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        cancelled_after = 0
+        while run.poll() is None and not cancelled_after:
+            epochs = epochs_backed_up(backup)
+            job = _running_train_fold_job() if epochs >= 1 else None
+            if job:
+                _timed(["scancel", job], 30)
+                cancelled_after = epochs
+            time.sleep(0.2)
+        run.wait()
+    output = log.read_text()
+    return ClusterRun(
+        workdir=workdir,
+        results=results,
+        args=args,
+        output=output,
+        returncode=run.returncode,
+        seconds=time.monotonic() - started,
+        run_id=run_id_of(output),
+        cancelled_after_epochs=cancelled_after,
+    )
+
+
+def test_debug_dag_runs_every_job_on_its_partition(cluster_run):
+    """tune and train_fold: their own jobs on free-gpu with a V100, 32 GB and 8 CPUs; the rest
+    on cpu."""
+    assert cluster_run.returncode == 0, cluster_run.output[-6000:]
+    print(f"\ndebug DAG through SLURM: {cluster_run.seconds:.0f} s")
+    for name in ("cv_results.json", "report/learning_curves.png", "report/tuning_trials.png"):
+        assert (cluster_run.results / name).stat().st_size > 0
+
+    jobs = sacct_jobs(cluster_run.run_id)
+    by_rule: dict[str, list[SlurmJob]] = {}
+    for job in jobs:
+        by_rule.setdefault(job.rule, []).append(job)
+    assert {rule: len(found) for rule, found in by_rule.items()} == {
+        "manifest": 1,
+        "folds": 1,
+        "spectrograms": 2,
+        "spectrogram_index": 1,
+        "baseline": 1,
+        "tune": 1,
+        "train_fold": 2,  # cancelled once, resubmitted
+        "aggregate": 1,
+        "report": 1,
+        "tuning_report": 1,
+    }, jobs
+    for job in jobs:
+        tres = dict(item.split("=") for item in job.req_tres.split(","))
+        if job.rule in ("tune", "train_fold"):
+            assert job.partition == "free-gpu", job
+            assert tres["gres/gpu:v100"] == "1", job
+            assert tres["mem"] == "32000M" and tres["cpu"] == "8", job
+        else:
+            assert job.partition == "cpu", job
+            assert "gres/gpu" not in tres, job
+    assert by_rule["manifest"][0].req_tres.startswith("billing=4,cpu=4,")
+    assert {job.wildcards for job in by_rule["spectrograms"]} == {"000", "001"}
+    assert [job.state for job in by_rule["train_fold"]] == ["CANCELLED", "COMPLETED"]
+    assert all(job.state == "COMPLETED" for job in jobs if job.rule != "train_fold")
+
+
+def test_cancelled_training_job_is_resubmitted_and_resumes(cluster_run):
+    """Preemption: scancel of the running train_fold job, the retry resumes from the backup."""
+    assert cluster_run.returncode == 0, cluster_run.output[-6000:]
+    killed_after = cluster_run.cancelled_after_epochs
+    assert 1 <= killed_after < 6, "the train_fold job was not cancelled mid-training"
+    fold = cluster_run.results / "models" / "fold_0"
+    log = (cluster_run.results / "logs" / "train" / "fold_0.log").read_text()
+    assert f"resuming after epoch {killed_after}" in log
+    history = pd.read_csv(fold / "history.csv")
+    assert history["epoch"].tolist() == list(range(6)), "each epoch trained once"
+    metrics = json.loads((fold / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == killed_after
+    assert "SLURM status is: 'CANCELLED'" in cluster_run.output
+
+
+def test_dry_run_prints_the_plan_and_submits_nothing(cluster_run):
+    before = _all_job_ids()
+    plan = cluster_run.snakemake("-n", "--forcerun", "train_fold", timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    assert re.search(r"^train_fold\s+1$", plan.stdout, re.MULTILINE), plan.stdout
+    assert _all_job_ids() == before
+
+
+def _all_job_ids() -> set[str]:
+    since = f"{datetime.now() - timedelta(days=2):%Y-%m-%dT%H:%M}"
+    result = _timed(
+        ["sacct", "--parsable2", "--noheader", "-X", "-a", "-S", since, "--format=JobID"], 60
+    )
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_rerunning_one_fold_submits_one_job(cluster_run):
+    fold_0 = cluster_run.results / "models" / "fold_0" / "model.keras"
+    fold_0_before = fold_0.stat().st_mtime_ns
+    target = cluster_run.results / "models" / "fold_2" / "model.keras"
+    started = time.monotonic()
+    rerun = cluster_run.snakemake("--forcerun", "train_fold", "--", str(target))
+    output = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, output[-6000:]
+    print(f"\none fold through SLURM: {time.monotonic() - started:.0f} s")
+    jobs = sacct_jobs(run_id_of(output))
+    assert [(job.rule, job.wildcards, job.partition, job.state) for job in jobs] == [
+        ("train_fold", "2", "free-gpu", "COMPLETED")
+    ]
+    assert target.stat().st_size > 0
+    assert fold_0.stat().st_mtime_ns == fold_0_before
+
+
+def test_partition_missing_from_the_cluster_fails_clearly(cluster_run, tmp_path):
+    """A profile naming a partition this cluster lacks: sbatch's refusal is shown, no hang."""
+    profile = tmp_path / "profile"
+    shutil.copytree(SLURM_PROFILE, profile)
+    config = profile / "config.yaml"
+    config.write_text(config.read_text().replace('"free-gpu"', '"gpu-a100"'))
+    target = cluster_run.results / "models" / "fold_3" / "model.keras"
+    result = cluster_run.snakemake(
+        "--forcerun", "train_fold", "--", str(target), profile=profile, timeout=120
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode not in (0, -9, 137), output[-4000:]
+    assert "SLURM sbatch failed" in output and "Invalid partition name specified" in output
+    assert not target.exists()
+
+
+def test_job_over_its_memory_is_reported_with_the_slurm_reason(cluster_run):
+    """SLURM kills a job above its --mem; Snakemake reports it failed and shows SLURM's log."""
+    target = cluster_run.results / "models" / "fold_4" / "model.keras"
+    result = cluster_run.snakemake(
+        "--forcerun",
+        "train_fold",
+        "--retries",
+        "0",
+        "--set-resources",
+        "train_fold:mem_mb=300",
+        "--",
+        str(target),
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode not in (0, -9, 137), output[-4000:]
+    jobs = sacct_jobs(run_id_of(output))
+    assert [(job.rule, job.state) for job in jobs] == [("train_fold", "FAILED")], jobs
+    assert "mem=300M" in jobs[0].req_tres
+    assert f"SLURM-job '{jobs[0].job_id}' failed" in output
+    assert "Exceeded job memory limit" in output
+    assert not target.exists()
+
+
+def test_controller_down_fails_clearly_and_the_rerun_skips_finished_folds(cluster_run):
+    """slurmctld stopped: the run stops with sbatch's message; restarted, a rerun completes
+    without training the finished fold again."""
+    model = cluster_run.results / "models" / "fold_0" / "model.keras"
+    model_before = model.stat().st_mtime_ns
+    stop = _timed(["bash", str(CLUSTER_SCRIPTS / "stop.sh"), "slurmctld"], 60)
+    assert stop.returncode == 0, stop.stderr
+    # the cross-validation summary alone: one job, after the folds it reads
+    target = ["--forcerun", "aggregate", "--", str(cluster_run.results / "cv_results.json")]
+    try:
+        down = cluster_run.snakemake(*target, timeout=180)
+    finally:
+        start = _timed(["bash", str(CLUSTER_SCRIPTS / "start.sh")], 120)
+        assert start.returncode == 0, start.stderr
+    output = down.stdout + down.stderr
+    assert down.returncode not in (0, -9, 137), output[-4000:]
+    assert "Unable to contact slurm controller" in output, output[-4000:]
+
+    rerun = cluster_run.snakemake(*target)
+    output = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, output[-6000:]
+    assert [job.rule for job in sacct_jobs(run_id_of(output))] == ["aggregate"]
+    assert model.stat().st_mtime_ns == model_before
