@@ -225,7 +225,12 @@ def test_debug_dag_runs_every_job_on_its_partition(cluster_run):
     on cpu."""
     assert cluster_run.returncode == 0, cluster_run.output[-6000:]
     print(f"\ndebug DAG through SLURM: {cluster_run.seconds:.0f} s")
-    for name in ("cv_results.json", "report/learning_curves.png", "report/tuning_trials.png"):
+    for name in (
+        "cv_results.json",
+        "report/learning_curves.png",
+        "report/tuning_trials.png",
+        "predictions/submission.csv",
+    ):
         assert (cluster_run.results / name).stat().st_size > 0
 
     jobs = sacct_jobs(cluster_run.run_id)
@@ -243,6 +248,9 @@ def test_debug_dag_runs_every_job_on_its_partition(cluster_run):
         "aggregate": 1,
         "report": 1,
         "tuning_report": 1,
+        "export": 1,
+        "predict": 1,
+        "soundscape_score": 1,
     }, jobs
     for job in jobs:
         tres = dict(item.split("=") for item in job.req_tres.split(","))

@@ -1,5 +1,6 @@
 """Config validation, path helpers and input functions shared by every rule file."""
 
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -10,6 +11,13 @@ from dawnchorus.predict import AUDIO_SUFFIXES
 from dawnchorus.tune import search_settings
 
 min_version("9.0")
+
+# Jobs import dawnchorus from this checkout. The project venv has it installed (editable); a conda
+# environment of envs/ (--software-deployment-method conda) has only its dependencies, so the
+# source goes on the path of every job, local or submitted (sbatch passes the environment on).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")])
+)
 
 if not config:
     raise WorkflowError(
