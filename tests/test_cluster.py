@@ -366,7 +366,7 @@ def test_controller_down_fails_clearly_and_the_rerun_skips_finished_folds(cluste
     target = ["--forcerun", "aggregate", "--", str(cluster_run.results / "cv_results.json")]
     try:
         # without the profile's retries: each resubmission would wait for the controller again
-        down = cluster_run.snakemake(*target, "--retries", "0", timeout=180)
+        down = cluster_run.snakemake("--retries", "0", *target, timeout=180)
     finally:
         start = _timed(["bash", str(CLUSTER_SCRIPTS / "start.sh")], 120)
         assert start.returncode == 0, start.stderr
