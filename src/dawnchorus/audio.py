@@ -128,7 +128,8 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float = 30.0) -> I
 
     Memory stays bounded by the block, whatever the recording's length. Formats libsndfile cannot
     read are decoded whole by the fallback decoder. Raises AudioError when nothing can be decoded,
-    also when the file ends early after some blocks (the caller decides what to keep).
+    or when decoding fails part-way (after yielding the blocks before: the caller decides what to
+    keep).
     """
     try:
         handle = sf.SoundFile(str(path))

@@ -633,7 +633,7 @@ def _fit(config, fold: int, hp: Hyperparameters, paths: FoldPaths, state: dict, 
 
 
 def save_for_inference(model, path: Path, metadata: Mapping) -> None:
-    """Architecture, weights and `metadata` (model.attach_metadata), without optimizer or
+    """Architecture, weights and `metadata` (modelcard.attach_metadata), without optimizer or
     compile state, atomically."""
     import keras
 
