@@ -15,8 +15,13 @@ min_version("9.0")
 # Jobs import dawnchorus from this checkout. The project venv has it installed (editable); a conda
 # environment of envs/ (--software-deployment-method conda) has only its dependencies, so the
 # source goes on the path of every job, local or submitted (sbatch passes the environment on).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")])
+# (The workflow sets the variable rather than requiring it, hence no `envvars:` directive.)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        filter(
+            None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")]
+        )
+    )
 )
 
 if not config:
