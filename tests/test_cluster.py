@@ -24,7 +24,8 @@ from support import REPO_ROOT
 
 from dawnchorus.train import epochs_backed_up
 
-pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
+# one xdist group: under `make test` (two processes) these tests share one cluster and one run
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow, pytest.mark.xdist_group("slurm")]
 
 CLUSTER_SCRIPTS = REPO_ROOT / "tests" / "cluster"
 SLURM_PROFILE = REPO_ROOT / "profiles" / "slurm"
