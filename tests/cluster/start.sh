@@ -116,19 +116,32 @@ NodeName=$HOST Name=gpu Type=V100 File=$FAKE_GPU
 CONF
 
 # -- daemons
-if ! running "$STATE/slurmdbd.pid"; then
+start_slurmdbd() {
     /usr/sbin/slurmdbd
-    wait_for slurmdbd 30 sacctmgr -n list cluster
+    wait_for slurmdbd "$1" sacctmgr -n list cluster
+}
+if ! sacctmgr -n list cluster >/dev/null 2>&1; then
+    # a slurmdbd that runs but does not answer (seen once on a loaded machine) is started again
+    if running "$STATE/slurmdbd.pid"; then
+        kill "$(cat "$STATE/slurmdbd.pid")" 2>/dev/null || true
+        sleep 2
+    fi
+    start_slurmdbd 60 || {
+        log "slurmdbd did not answer: starting it again"
+        pkill -x slurmdbd || true
+        sleep 2
+        start_slurmdbd 60
+    }
 fi
 if ! sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
     sacctmgr -i add cluster "$CLUSTER" >/dev/null
 fi
 if ! running "$STATE/slurmctld.pid"; then
     /usr/sbin/slurmctld
-    wait_for slurmctld 30 scontrol ping
+    wait_for slurmctld 60 scontrol ping
 fi
 if ! running "$STATE/slurmd.pid"; then
     /usr/sbin/slurmd
 fi
-wait_for "the node to become idle" 30 bash -c "sinfo -h -N -o %T | grep -qE '^(idle|mixed|allocated)'"
+wait_for "the node to become idle" 60 bash -c "sinfo -h -N -o %T | grep -qE '^(idle|mixed|allocated)'"
 log "cluster $CLUSTER up on $HOST (memory here: $memory_mb MB; node configured with 64000 MB)"
