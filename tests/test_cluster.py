@@ -24,8 +24,7 @@ from support import REPO_ROOT
 
 from dawnchorus.train import epochs_backed_up
 
-# one xdist group: under `make test` (two processes) these tests share one cluster and one run
-pytestmark = [pytest.mark.slurm, pytest.mark.workflow, pytest.mark.xdist_group("slurm")]
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 CLUSTER_SCRIPTS = REPO_ROOT / "tests" / "cluster"
 SLURM_PROFILE = REPO_ROOT / "profiles" / "slurm"
