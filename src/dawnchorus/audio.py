@@ -133,13 +133,8 @@ def stream_audio(path: str | Path, sample_rate: int, block_s: float = 30.0) -> I
     """
     try:
         handle = sf.SoundFile(str(path))
-    except Exception as sf_error:  # libsndfile raises several types; all mean "cannot open"
-        samples, native_rate = _read_with_fallback(path, None, sf_error)
-        if samples.size == 0:
-            raise AudioError("decoded to no samples") from None
-        if native_rate != sample_rate:
-            samples = soxr.resample(samples, native_rate, sample_rate, quality="HQ")
-        yield np.ascontiguousarray(samples, dtype=np.float32)
+    except Exception:  # libsndfile raises several types; all mean "cannot open"
+        yield load_audio(path, sample_rate)  # its fallback decoder, whole
         return
     with handle:
         native_rate = int(handle.samplerate)

@@ -35,6 +35,7 @@ from dawnchorus.audio import AudioError, stream_audio
 from dawnchorus.config import AudioParams
 from dawnchorus.features import log_mel
 from dawnchorus.modelcard import ModelFileError, audio_params, check_metadata, read_metadata
+from dawnchorus.train import write_json, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +235,10 @@ def ensemble_function(models: Sequence, normalization: str, tflite_compatible: b
     from dawnchorus.dataset import window_to_image
 
     _, n_mels, frames, _ = models[0].input_shape
-    resize = models[0].get_layer("resize")
-    rows = tf.constant(_resize_matrix(n_mels, resize.height))
-    columns = tf.constant(_resize_matrix(frames, resize.width).T)
+    if tflite_compatible:
+        resize = models[0].get_layer("resize")
+        rows = tf.constant(_resize_matrix(n_mels, resize.height))
+        columns = tf.constant(_resize_matrix(frames, resize.width).T)
 
     @tf.function(input_signature=[tf.TensorSpec([None, frames, n_mels], tf.float32)])
     def ensemble(windows):
@@ -329,7 +331,7 @@ def export_tflite(
         "parity": {"max_abs_difference": difference, "windows": len(windows)},
     }
     _atomic_write_bytes(out_path, blob)
-    _atomic_write_bytes(out_path.with_suffix(".json"), json.dumps(card, indent=1).encode())
+    write_json(out_path.with_suffix(".json"), card, sort_keys=False)
     log.info(
         "exported %d fold model(s) to %s (%.1f MB); max difference to Keras %.2e on %d windows",
         len(model_paths),
@@ -485,7 +487,7 @@ def soundscape_submission(
     check_classes(ensemble.classes, classes, "the taxonomy")
     expected_rows: dict[str, list[str]] = {}
     if sample_submission is not None:
-        sample = pd.read_csv(sample_submission, nrows=None)
+        sample = pd.read_csv(sample_submission)
         check_classes(list(sample.columns[1:]), classes, "the taxonomy (sample_submission.csv)")
         for row_id in sample["row_id"].astype(str):
             expected_rows.setdefault(row_id.rsplit("_", 1)[0], []).append(row_id)
@@ -659,7 +661,6 @@ def submission_stage(
 ) -> None:
     """Rule predict: every test soundscape -> submission.csv (and problems.csv, maybe empty)."""
     from dawnchorus.manifest import read_classes
-    from dawnchorus.train import write_predictions
 
     ensemble = load_ensemble(model_paths, threads)
     log.info(
