@@ -11,7 +11,7 @@ shared and absolute seconds drift):
   plan       `snakemake -n` on the full config with a 28,564-row train.csv (no audio needed)
 
 Rates are seconds of audio processed per wall-clock second. Usage:
-  python benchmarks/preprocess.py [--species 12] [--per-species 40] [--shards 4] [--out DIR]
+  python benchmarks/preprocess.py [--species 12] [--max-per-species 40] [--shards 4] [--out DIR]
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def plan_seconds(workdir: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--species", type=int, default=12)
-    parser.add_argument("--per-species", type=int, default=80)
+    parser.add_argument("--max-per-species", type=int, default=80)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument(
         "--seed-files", type=int, default=60, help="files timed for the (slow) seed-style baseline"
@@ -139,11 +139,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dawnchorus-bench-") as tmp:
         work = Path(tmp)
         data = work / "data"
-        print(f"generating {args.species} x ~{args.per_species} recordings ...", flush=True)
+        print(f"generating {args.species} x ~{args.max_per_species} recordings ...", flush=True)
         generate_demo_data(
             data,
             n_species=args.species,
-            per_species=args.per_species,
+            max_per_species=args.max_per_species,
             seed=1,
             n_test_soundscapes=0,
             n_train_soundscapes=0,

@@ -12,7 +12,7 @@ def tiny_demo(tmp_path_factory):
     generate_demo_data(
         root,
         n_species=6,
-        per_species=5,
+        max_per_species=8,
         seed=7,
         n_test_soundscapes=2,
         n_train_soundscapes=1,

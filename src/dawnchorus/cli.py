@@ -39,11 +39,17 @@ def _add_demo_data(subparsers) -> None:
         help="number of species (default: %(default)s)",
     )
     parser.add_argument(
-        "--per-species",
+        "--max-per-species",
         type=int,
-        default=defaults["per_species"],
-        help="mean recordings per species; classes are imbalanced from 1.5x to "
-        "0.5x the mean (default: %(default)s)",
+        default=defaults["max_per_species"],
+        help="recordings of the commonest species (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-per-species",
+        type=int,
+        default=defaults["min_per_species"],
+        help="recordings of the rarest species; the others fall off between the two, a long "
+        "tail (default: %(default)s)",
     )
     parser.add_argument(
         "--seed", type=int, default=defaults["seed"], help="random seed (default: %(default)s)"
@@ -72,7 +78,8 @@ def _run_demo_data(args: argparse.Namespace) -> int:
     summary = generate_demo_data(
         args.out,
         n_species=args.species,
-        per_species=args.per_species,
+        max_per_species=args.max_per_species,
+        min_per_species=args.min_per_species,
         seed=args.seed,
         n_test_soundscapes=args.test_soundscapes,
         n_train_soundscapes=args.train_soundscapes,
