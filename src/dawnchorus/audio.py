@@ -204,3 +204,14 @@ def check_usable(samples: np.ndarray, min_peak_dbfs: float) -> None:
     level = peak_dbfs(samples)
     if level < min_peak_dbfs:
         raise AudioError(f"silent: peak {level:.1f} dBFS is below audio.min_peak_dbfs")
+
+
+def last_partial_window(
+    tail: np.ndarray, window_samples: int, first: bool, min_samples: float
+) -> np.ndarray | None:
+    """The window made of a recording's last `tail` samples (shorter than a window), filled by
+    repeating its own audio so that it holds no artificial silence; None when the tail is
+    shorter than `min_samples` and not the recording's only (`first`) window."""
+    if tail.size and (first or tail.size >= min_samples):
+        return np.resize(tail, window_samples)  # np.resize repeats the array cyclically
+    return None

