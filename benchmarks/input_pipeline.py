@@ -3,16 +3,21 @@
 Measured in one run on one generated data set (compare ratios; absolute rates drift on shared
 machines), with TensorFlow limited to `--threads` (default 2) CPU threads:
 
-  shards (RAM)       dataset.training_dataset: random window from the cached shards, min-max,
-                     SpecAugment, gain/bias, batch 32, mixup (aug_prob 1: every augmentation runs)
-  shards (streamed)  the same with training.cache_ram_mb = 0: every window read through h5py
+  shards (RAM)       dataset.training_dataset as config/demo.yaml draws it: class-balanced
+                     recordings, an activity-aware crop from the cached shards, its
+                     normalisation, then (aug_prob 1: every augmentation runs) pitch shift,
+                     SpecAugment, gain/bias, batch 32, overlay and mixup
+  uniform crops      the same with uniform crops (training.sampling.activity_power 0): what the
+                     activity weights cost
+  shards (streamed)  the same with training.cache_ram_mb = 0: every crop read through h5py
   seed-style         what the seed did every epoch: per sample in a py_function, decode the OGG
                      (librosa.load, 5 s at a random offset), mel spectrogram, dB, min-max, resize
                      to 256x256; then batch 32
-  train 64/96/256    EfficientNet-B0 training steps (batch 32) on in-memory batches: the CPU
-                     images/s the pipeline has to keep up with
+  train demo/256     EfficientNet-B0 training steps (batch 32) on in-memory batches, with the
+                     demo's head, crop and image size, and the full config's: the CPU images/s
+                     the pipeline has to keep up with
 
-Usage: python benchmarks/input_pipeline.py [--species 12] [--per-species 20] [--out DIR]
+Usage: python benchmarks/input_pipeline.py [--species 12] [--max-per-species 20] [--out DIR]
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def prepare(root: Path, species: int, per_species: int) -> tuple[dict, PreparedD
     generate_demo_data(
         data,
         n_species=species,
-        per_species=per_species,
+        max_per_species=per_species,
         seed=3,
         workers=2,
         n_test_soundscapes=0,
@@ -68,21 +73,33 @@ def rate(dataset, batches: int, warmup: int = 3) -> float:
     return samples / (time.perf_counter() - start)
 
 
-def shard_pipeline_rate(config, prepared: PreparedData, ram_mb: float, batches: int) -> float:
+def shard_pipeline_rate(
+    config, prepared: PreparedData, ram_mb: float, batches: int, activity_power: float
+) -> float:
+    from dawnchorus.config import segments_per_crop
     from dawnchorus.dataset import training_dataset
+    from dawnchorus.sampling import CropSampler, class_balanced_weights
 
     clips = load_labelled_clips(prepared.manifest, prepared.classes, prepared.folds)
     store = ClipStore(prepared.shards, prepared.params, clips.filenames, ram_mb)
     rows = np.flatnonzero(store.available)
+    sampler = CropSampler(
+        store, prepared.params.crop_frames(segments_per_crop(config)), activity_power
+    )
+    training = {**config["training"], "overlay_prob": 0.5}
+    training["augment"] = {**training["augment"], "pitch_shift_bands": 3}
     data = training_dataset(
-        store,
+        sampler,
         rows,
-        clips.labels,
-        config["training"],
+        clips.targets(1.0),
+        training,
         BATCH,
         mixup_alpha=0.4,
         aug_prob=1.0,
         seed=config["seed"],
+        row_weights=class_balanced_weights(
+            clips.primary[rows], training["sampling"]["class_power"]
+        ),
     )
     try:
         return rate(data, batches)
@@ -139,16 +156,23 @@ def seed_style_rate(config, prepared: PreparedData, batches: int) -> float:
     return rate(data, batches, warmup=1)
 
 
-def training_rate(image_size: int, steps: int) -> float:
+def training_rate(model_config: dict, crop_frames: int, steps: int) -> float:
     """EfficientNet-B0 training images/s on batches already in memory."""
     import keras
     import tensorflow as tf
 
     from dawnchorus.model import build_model
 
-    model = build_model(12, (128, 313, 1), (image_size, image_size), bn_momentum=0.9)
+    model = build_model(
+        12,
+        (128, crop_frames, 1),
+        model_config["image_size"],
+        bn_momentum=model_config["bn_momentum"],
+        head=model_config["head"],
+        drop_connect=model_config["drop_connect"],
+    )
     model.compile(optimizer="adamw", loss=keras.losses.BinaryCrossentropy(from_logits=True))
-    images = tf.random.uniform((BATCH, 128, 313, 1))
+    images = tf.random.uniform((BATCH, 128, crop_frames, 1))
     labels = tf.cast(tf.random.uniform((BATCH, 12)) < 0.1, tf.float32)
     data = tf.data.Dataset.from_tensors((images, labels)).repeat(steps + 3)
     model.fit(data.take(3), verbose=0)  # graph build
@@ -160,7 +184,7 @@ def training_rate(image_size: int, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--species", type=int, default=12)
-    parser.add_argument("--per-species", type=int, default=20)
+    parser.add_argument("--max-per-species", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
@@ -170,14 +194,24 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    demo_size = load_config(REPO / "config" / "demo.yaml")["model"]["image_size"][0]
+    from dawnchorus.config import AudioParams, segments_per_crop
+
+    demo = load_config(REPO / "config" / "demo.yaml")
+    full = load_config(REPO / "config" / "config.yaml")
 
     with tempfile.TemporaryDirectory() as tmp:
-        config, prepared = prepare(Path(tmp), args.species, args.per_species)
+        config, prepared = prepare(Path(tmp), args.species, args.max_per_species)
+        config = load_config(REPO / "config" / "demo.yaml", {"data_dir": config["data_dir"]})
+        activity = config["training"]["sampling"]["activity_power"]
         figures = {
-            "pipeline_ram_samples_per_s": shard_pipeline_rate(config, prepared, 8192, args.batches),
+            "pipeline_ram_samples_per_s": shard_pipeline_rate(
+                config, prepared, 8192, args.batches, activity
+            ),
+            "pipeline_uniform_crops_samples_per_s": shard_pipeline_rate(
+                config, prepared, 8192, args.batches, 0.0
+            ),
             "pipeline_streamed_samples_per_s": shard_pipeline_rate(
-                config, prepared, 0, args.batches
+                config, prepared, 0, args.batches, activity
             ),
             "seed_style_samples_per_s": seed_style_rate(
                 config, prepared, max(2, args.batches // 20)
@@ -186,10 +220,18 @@ def main() -> None:
     figures["pipeline_vs_seed_style"] = (
         figures["pipeline_ram_samples_per_s"] / figures["seed_style_samples_per_s"]
     )
-    for size in sorted({64, demo_size, 256}):
-        figures[f"train_{size}px_images_per_s"] = training_rate(size, 6 if size >= 200 else 15)
-    figures["pipeline_vs_train_demo_size"] = (
-        figures["pipeline_ram_samples_per_s"] / figures[f"train_{demo_size}px_images_per_s"]
+    figures["activity_vs_uniform_crops"] = (
+        figures["pipeline_ram_samples_per_s"] / figures["pipeline_uniform_crops_samples_per_s"]
+    )
+    for name, setting in (("demo", demo), ("full", full)):
+        crop = AudioParams.from_config(setting).crop_frames(segments_per_crop(setting))
+        size = "x".join(map(str, setting["model"]["image_size"]))
+        figures[f"train_{name}_{size}_images_per_s"] = training_rate(
+            setting["model"], crop, 6 if name == "full" else 15
+        )
+    demo_size = "x".join(map(str, demo["model"]["image_size"]))
+    figures["pipeline_vs_train_demo"] = (
+        figures["pipeline_ram_samples_per_s"] / figures[f"train_demo_{demo_size}_images_per_s"]
     )
     figures["threads"] = args.threads
     for name, value in figures.items():

@@ -107,3 +107,72 @@ def test_mixup_mixes_images_and_labels_with_the_same_lambda():
     unmixed_images, unmixed_labels = augment.mixup(images, labels, 0.4, 0.0, seed(2))
     np.testing.assert_array_equal(unmixed_images, images)
     np.testing.assert_array_equal(unmixed_labels, labels)
+
+
+def test_denoised_removes_a_steady_band_and_keeps_a_call():
+    base = np.full((32, 40, 1), -80.0, dtype=np.float32)
+    base[5:8] = -20.0  # a steady band (an insect chorus) at every frame
+    base[20:23, 10:14] = -10.0  # a short call
+    image = augment.normalize_window(tf.constant(base), "denoised").numpy()
+    assert image.min() == 0 and image.max() == pytest.approx(1)
+    assert image[5:8].max() == 0, "a band as loud at every frame is background"
+    assert image[20:23, 10:14].min() > 0.9 and image[20:23, :10].max() == 0
+    # the same call over another background gives the same image
+    other = base.copy()
+    other[5:8] = -60.0
+    other[:, :, 0] += 15.0  # and louder overall
+    np.testing.assert_allclose(
+        augment.normalize_window(tf.constant(other), "denoised").numpy()[20:23], image[20:23]
+    )
+
+
+def test_pitch_shift_moves_whole_rows_and_fills_with_zeros():
+    image = augment.normalize_window(window(3), "minmax")
+    shifted = [augment.pitch_shift(image, 3, 1.0, seed(s)).numpy() for s in range(30)]
+    offsets = set()
+    for moved in shifted:
+        for offset in range(-3, 4):
+            source = image.numpy()
+            expected = np.zeros_like(source)
+            if offset >= 0:
+                expected[offset:] = source[: len(source) - offset]
+            else:
+                expected[:offset] = source[-offset:]
+            if np.array_equal(moved, expected):
+                offsets.add(offset)
+                break
+        else:
+            raise AssertionError("not a shift of whole rows")
+    assert len(offsets) >= 4 and offsets <= set(range(-3, 4))
+    assert np.array_equal(augment.pitch_shift(image, 3, 0.0, seed(1)).numpy(), image.numpy())
+    assert augment.pitch_shift(image, 0, 1.0, seed(1)) is image
+
+
+def test_overlay_takes_the_louder_of_two_crops_and_the_union_of_their_labels():
+    images = tf.stack([augment.normalize_window(window(s), "minmax") for s in range(8)])
+    labels = tf.one_hot(tf.range(8) % 4, 4)
+    mixed, union = augment.overlay(images, labels, 1.0, seed(5))
+    mixed, union = mixed.numpy(), union.numpy()
+    assert (mixed >= images.numpy() - 1e-7).all(), "the louder wins: nothing gets quieter"
+    changed = [i for i in range(8) if not np.array_equal(mixed[i], images[i].numpy())]
+    assert len(changed) >= 6
+    for i in changed:
+        assert union[i].sum() >= 1 and union[i, i % 4] == 1  # its own label stays
+    assert set(np.unique(union)) <= {0.0, 1.0}
+    untouched, same = augment.overlay(images, labels, 0.0, seed(5))
+    assert untouched is images and same is labels
+
+
+def test_distance_absorbs_high_bands_more_and_adds_a_reverberant_tail():
+    band_khz = np.linspace(10.0, 0.1, 32)  # image rows: highest band first
+    call = np.full((32, 200, 1), -90.0, dtype=np.float32)
+    call[2:4, 50:60] = -10.0  # a high call (about 9.5 kHz)
+    call[28:30, 50:60] = -10.0  # a low one (about 1 kHz)
+    far = augment.distance(tf.constant(call), band_khz, 62.5, 1.0, seed(3)).numpy()
+    high_loss = call[3, 55, 0] - far[3, 55, 0]
+    low_loss = call[29, 55, 0] - far[29, 55, 0]
+    assert high_loss > 2 * low_loss > 0
+    assert far[3, 75, 0] > call[3, 75, 0] + 20, "the call rings on after it ends"
+    assert (far[3, :45, 0] <= call[3, :45, 0] + 1e-3).all(), "nothing before it starts"
+    near = augment.distance(tf.constant(call), band_khz, 62.5, 0.0, seed(3))
+    assert near.numpy() is not None and np.array_equal(near.numpy(), call)

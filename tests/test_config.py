@@ -90,6 +90,9 @@ def test_nested_command_line_strings_are_coerced():
             {"search_space": {"learning_rate": {"min": 0.01, "max": 0.01}}},
             "search_space.learning_rate",
         ),
+        ({"model": {"input_s": 7.5}}, r"model.input_s \(7.5\) must be a multiple"),
+        ({"model": {"head": "pool", "input_s": 10}}, "model.head pool predicts whole crops"),
+        ({"model": {"head": "sed", "input_s": 20, "image_size": [64, 64]}}, "use at least 128"),
     ],
 )
 def test_relations_between_keys(overrides, expected):

@@ -85,3 +85,47 @@ def test_imagenet_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(file_utils, "get_file", no_internet)
     with pytest.raises(WeightsError, match="local path"):
         build_model(3, INPUT, image_size=(32, 32), weights="imagenet")
+
+
+def test_sed_head_gives_a_crop_logit_and_frames_for_each_window():
+    from dawnchorus.model import frame_output, frames_to_segments
+
+    crop = (128, 626, 1)  # two windows
+    model = build_model(5, crop, image_size=(32, 64), head="sed")
+    assert model.output_shape == (None, 5)
+    frames = keras.Model(model.input, frame_output(model))
+    assert frames.output_shape == (None, 2, 2, 5)  # 64 columns / 32 = 2 time frames
+    x = np.random.default_rng(0).random((3, *crop)).astype("float32")
+    logits = model.predict_on_batch(x)
+    rows = np.asarray(frames_to_segments(frames.predict_on_batch(x), 2))
+    assert rows.shape == (3, 2, 5) and ((rows > 0) & (rows < 1)).all()
+    # one segment = the whole crop: the same probability as the crop's logit
+    whole = np.asarray(frames_to_segments(frames.predict_on_batch(x), 1))[:, 0]
+    np.testing.assert_allclose(whole, 1 / (1 + np.exp(-logits)), atol=1e-5)
+
+
+def test_segment_probabilities_are_attention_weighted_means_of_their_frames():
+    from dawnchorus.model import segment_probabilities
+
+    attention = np.array([[0.0, 2.0, -1.0, 0.5]])  # one class, four frames
+    logits = np.array([[0.0, 3.0, -3.0, 1.0]])
+    frames = np.stack([attention, logits], axis=-1)[..., None].astype("float32")  # (1, 4, 2, 1)
+    weights, probability = np.exp(np.tanh(attention[0])), 1 / (1 + np.exp(-logits[0]))
+    two = np.asarray(segment_probabilities(frames, 2))[0, :, 0]
+    expected = [
+        np.average(probability[:2], weights=weights[:2]),
+        np.average(probability[2:], weights=weights[2:]),
+    ]
+    np.testing.assert_allclose(two, expected, rtol=1e-6)
+    one = np.asarray(segment_probabilities(frames, 1))[0, 0, 0]
+    assert one == pytest.approx(np.average(probability, weights=weights), rel=1e-6)
+    with pytest.raises(ValueError, match="cannot give 5 segments"):
+        segment_probabilities(frames, 5)
+
+
+def test_sed_model_saves_and_loads_with_its_attention_pooling(tmp_path):
+    model = build_model(3, (128, 626, 1), image_size=(32, 64), head="sed")
+    model.save(tmp_path / "sed.keras")
+    loaded = keras.models.load_model(tmp_path / "sed.keras")
+    x = np.random.default_rng(1).random((2, 128, 626, 1)).astype("float32")
+    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6)

@@ -38,24 +38,36 @@ def _classes(data):
     return list(pd.read_csv(data / "taxonomy.csv")["primary_label"])
 
 
-def _save_fold_model(path, classes, seed, normalization="minmax", image_size=(32, 32)):
-    """An untrained model whose probabilities still spread over (0, 1) and differ per window."""
+def _save_fold_model(path, classes, seed, normalization="minmax", head="pool"):
+    """An untrained model whose probabilities still spread over (0, 1) and differ per window.
+
+    pool: one window in, 32x32 images; sed: two windows (10 s) in, 32x64 images."""
     import keras
 
     from dawnchorus.model import build_model
     from dawnchorus.train import save_for_inference
 
-    model = build_model(len(classes), (PARAMS.n_mels, PARAMS.window_frames, 1), image_size)
+    segments = 1 if head == "pool" else 2
+    model = build_model(
+        len(classes),
+        (PARAMS.n_mels, PARAMS.crop_frames(segments), 1),
+        (32, 32 * segments),
+        head=head,
+    )
     rng = np.random.default_rng(seed)
-    # an untrained backbone's pooled features are tiny: scale the logits to a spread of about 2
-    pooled = keras.Model(model.input, model.get_layer("dropout").output)
-    features = pooled.predict_on_batch(rng.uniform(size=(8, *model.input_shape[1:])))
-    kernel, bias = model.get_layer("logits").get_weights()
+    # an untrained backbone's features are tiny: scale the logits to a spread of about 2
+    last, features_layer = (
+        ("logits", "dropout") if head == "pool" else ("frame_logits", "frame_dropout")
+    )
+    before = keras.Model(model.input, model.get_layer(features_layer).output)
+    features = before.predict_on_batch(rng.uniform(size=(8, *model.input_shape[1:])))
+    kernel, bias = model.get_layer(last).get_weights()
     scale = 2.0 / (features.std() * np.sqrt(kernel.shape[0]) + 1e-12)
-    model.get_layer("logits").set_weights(
+    model.get_layer(last).set_weights(
         [(rng.normal(0, 1, kernel.shape) * scale).astype("float32"), bias]
     )
-    save_for_inference(model, path, model_metadata(classes, PARAMS, normalization))
+    metadata = model_metadata(classes, PARAMS, normalization, segments * PARAMS.window_s, head)
+    save_for_inference(model, path, metadata)
     return path
 
 
@@ -70,6 +82,17 @@ def folds(tmp_path_factory, tiny_demo):
 def soundscape_windows(tiny_demo):
     path = sorted((tiny_demo / "test_soundscapes").glob("*.ogg"))[0]
     return np.stack([window_features(w, PARAMS) for w in recording_windows(path, PARAMS, 1.0)])
+
+
+@pytest.fixture(scope="module")
+def sed_folds(tmp_path_factory, tiny_demo):
+    root = tmp_path_factory.mktemp("sed_folds")
+    classes = _classes(tiny_demo)
+    return [
+        # denoised: the export must also run its per-band background (top_k) in TFLite
+        _save_fold_model(root / f"fold_{k}.keras", classes, k, "denoised", head="sed")
+        for k in range(2)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +187,38 @@ def test_export_reproduces_the_keras_ensemble_on_real_windows(folds, exported, s
     assert keras_probabilities.std(axis=0).max() > 1e-3, "windows get different predictions"
 
 
+def test_sed_models_give_one_row_per_window_from_chunks_of_two(sed_folds, soundscape_windows):
+    from dawnchorus.predict import join_windows
+
+    keras_ensemble = load_ensemble(sed_folds, threads=2)
+    assert keras_ensemble.segments == 2
+    rows = keras_ensemble.predict(soundscape_windows)
+    assert rows.shape == (len(soundscape_windows), len(keras_ensemble.classes))
+    assert ((rows > 0) & (rows < 1)).all() and rows.std(axis=0).max() > 1e-3
+    # the rows of a chunk are its two segments, in order
+    chunks = join_windows(soundscape_windows[:4].astype(np.float32), 2)
+    assert chunks.shape == (2, 2 * PARAMS.window_frames, PARAMS.n_mels)
+    by_chunk = keras_ensemble.run_batch(chunks)
+    np.testing.assert_allclose(by_chunk.reshape(4, -1), rows[:4], atol=1e-6)
+    # an odd window count: the last chunk repeats its one window, and only its row is kept
+    three = keras_ensemble.predict(soundscape_windows[:3])
+    padded = keras_ensemble.run_batch(join_windows(soundscape_windows[2:3].astype(np.float32), 2))
+    np.testing.assert_allclose(three[:2], rows[:2], atol=1e-6)
+    np.testing.assert_allclose(three[2], padded[0, 0], atol=1e-6)
+
+
+def test_sed_export_reproduces_the_keras_rows(tmp_path, sed_folds, soundscape_windows):
+    from dawnchorus.predict import join_windows
+
+    out = tmp_path / "sed.tflite"
+    chunks = join_windows(soundscape_windows.astype(np.float32), 2)
+    card = export_tflite(sed_folds, out, chunks, tolerance=1e-3, threads=2)
+    assert card["head"] == "sed" and card["input_s"] == 2 * PARAMS.window_s
+    tflite = load_ensemble([out], threads=2)
+    keras_rows = load_ensemble(sed_folds, threads=2).predict(soundscape_windows)
+    assert np.abs(tflite.predict(soundscape_windows) - keras_rows).max() <= 1e-3
+
+
 def test_an_export_outside_the_tolerance_is_not_written(tmp_path, folds, soundscape_windows):
     out = tmp_path / "model.tflite"
     with pytest.raises(ExportError, match="differs from the Keras ensemble"):
@@ -197,6 +252,18 @@ def test_model_file_problems_are_named(tmp_path, folds, tiny_demo):
     other = _save_fold_model(tmp_path / "other.keras", _classes(tiny_demo), 3, "fixed")
     with pytest.raises(PredictionError, match="differ in normalization"):
         load_ensemble([folds[0], other])
+    longer = _save_fold_model(tmp_path / "sed.keras", _classes(tiny_demo), 3, head="sed")
+    with pytest.raises(PredictionError, match="differ in input_s"):
+        load_ensemble([folds[0], longer])
+    older = tmp_path / "older.keras"
+    with zipfile.ZipFile(folds[0]) as source, zipfile.ZipFile(older, "w") as target:
+        for item in source.namelist():
+            content = source.read(item)
+            if item == "dawnchorus.json":
+                content = json.dumps({**json.loads(content), "format": 1}).encode()
+            target.writestr(item, content)
+    with pytest.raises(ModelFileError, match=r"format 1 .*retrain"):
+        load_ensemble([older])
     tflite_without_card = tmp_path / "model.tflite"
     tflite_without_card.write_bytes(b"\0" * 16)
     with pytest.raises(ModelFileError, match=r"model\.json is missing"):

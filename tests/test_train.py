@@ -13,7 +13,13 @@ import pytest
 from dawnchorus.config import load_config
 from dawnchorus.folds import load_labelled_clips
 from dawnchorus.metrics import birdclef_auc
-from dawnchorus.train import FoldPaths, Hyperparameters, TrainingError, train_fold
+from dawnchorus.train import (
+    EVALUATION_BATCH_SIZE,
+    FoldPaths,
+    Hyperparameters,
+    TrainingError,
+    train_fold,
+)
 
 pytestmark = pytest.mark.training
 
@@ -29,19 +35,20 @@ def fold_paths(prepared, out_dir):
     )
 
 
-def small_config(**training):
+def small_config(model=None, **training):
     return load_config(
         None,
         {
             "data_dir": "unused",
-            "model": {"image_size": [32, 32], "bn_momentum": 0.9},
+            "model": {"image_size": [32, 64], "bn_momentum": 0.9, **(model or {})},
             "training": {"epochs": 2, "batch_size": 8, "val_windows": 1, **training},
         },
     )
 
 
 def test_one_fold_writes_model_history_metrics_and_oof(tiny_prepared, tmp_path, caplog):
-    config = small_config(epochs=3)
+    # the SED head on 10-s crops: the longest path from shards to oof.csv
+    config = small_config({"head": "sed", "input_s": 10}, epochs=3)
     paths = fold_paths(tiny_prepared, tmp_path / "fold_0")
     with caplog.at_level(logging.INFO):
         metrics = train_fold(config, 0, paths, Hyperparameters.from_config(config))
@@ -69,18 +76,24 @@ def test_one_fold_writes_model_history_metrics_and_oof(tiny_prepared, tmp_path, 
     assert not paths.work.exists(), "the work folder is removed once the fold is done"
     assert list(paths.tensorboard_dir.rglob("events.out.tfevents*"))
 
-    # model.keras is the best checkpoint, loadable without custom objects, and reproduces oof
+    # model.keras is the best checkpoint (its custom layers registered by importing
+    # dawnchorus.model), and reproduces oof from the same crops
+    import dawnchorus.model  # noqa: F401
     from dawnchorus.dataset import evaluation_windows
     from dawnchorus.shards import ClipStore
 
     model = keras.models.load_model(paths.model)
     assert not model.compiled, "model.keras holds no optimizer state"
     store = ClipStore(tiny_prepared.shards, tiny_prepared.params, clips.filenames, 1000)
-    windows = evaluation_windows(store, val_rows, 1)
+    crop = tiny_prepared.params.crop_frames(2)  # model.input_s 10 s: two windows
+    assert model.input_shape[2] == crop
+    windows = evaluation_windows(store, val_rows, 1, crop)
     store.close()
-    logits = model.predict(windows.dataset("minmax", 16), verbose=0)
+    logits = model.predict(windows.dataset("minmax", EVALUATION_BATCH_SIZE), verbose=0)
     scores = windows.per_clip(1 / (1 + np.exp(-logits)))
-    np.testing.assert_allclose(scores, oof[clips.classes].to_numpy(), atol=2e-5)
+    # (the training-time evaluation and a fresh predict run different float32 kernels: the SED
+    # head's attention pooling leaves up to ~3e-5 between them)
+    np.testing.assert_allclose(scores, oof[clips.classes].to_numpy(), atol=1e-4)
 
 
 def test_a_fold_that_does_not_exist_fails_before_training(tiny_prepared, tmp_path):

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 def tuning_overrides(**tuner) -> dict:
     return {
         "data_dir": "unused",
-        "model": {"image_size": [32, 32], "bn_momentum": 0.9},
+        "model": {"image_size": [32, 64], "bn_momentum": 0.9},
         "training": {"val_windows": 1},
         # small batches: the tiny set has ~20 training recordings
         "search_space": {"batch_size": [4, 8]},

@@ -2,10 +2,18 @@
 
 A window is a float32 tensor (n_mels, frames, 1) of log-mel dB. `normalize_window` maps it to
 [0, 1]; it is the one normalisation used for training, validation and prediction. Augmentations
-act on normalised windows, each applied with probability `aug_prob`:
+act on normalised windows, each with its own probability (`aug_prob` for SpecAugment, pitch shift
+and gain/bias, `distance_prob`, `overlay_prob`; mixup by `mixup_alpha`):
   SpecAugment   time and frequency masks set to 0 (the window's minimum after min-max)
+  distance      on the dB window, before normalisation: the caller moved away from the
+                microphone, as in a passive recorder's soundscape: high bands absorbed more, and
+                reverberation smearing each band's energy in time
+  pitch shift   the window moved up or down by a few mel bands (individuals sing higher or lower)
   gain/bias     the seed's contrast (multiplicative) and brightness (additive) jitter
   mixup         on whole batches, lambda ~ Beta(alpha, alpha) per sample, labels mixed alike
+  overlay       on whole batches: another crop of the batch heard at the same time (the louder
+                of the two wins, as when two sounds add), labels the union of both: a recording
+                with two species, made from two
 Randomness is stateless: every function takes a `seed` (a shape-[2] int tensor) and gives the same
 result for the same seed, so an epoch is reproducible however many threads tf.data uses.
 """
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import tensorflow as tf
 
 _EPSILON = 1e-6
@@ -22,13 +31,35 @@ _EPSILON = 1e-6
 FIXED_DB_RANGE = (-100.0, 40.0)
 
 
+# the quietest fifth of a band's frames is its background: a call that sounds in up to 80 % of a
+# window (a frog chorus, an insect's chirps) is not taken for background, as a mean would take it
+BACKGROUND_QUANTILE = 0.2
+
+
+def band_background(window: tf.Tensor) -> tf.Tensor:
+    """(…, n_mels, frames, 1) dB -> (…, n_mels, 1, 1): each band's BACKGROUND_QUANTILE level over
+    the window's frames (top_k: TFLite runs it)."""
+    frames = window.shape[-2]
+    k = max(1, round(BACKGROUND_QUANTILE * frames))
+    quietest = tf.math.top_k(-window[..., 0], k=k, sorted=True).values
+    return -quietest[..., -1:, tf.newaxis]
+
+
 def normalize_window(window: tf.Tensor, method: str) -> tf.Tensor:
     """Map a (…, n_mels, frames, channels) dB window to [0, 1].
 
-    minmax: per window, its own minimum to 0 and maximum to 1 (the seed's normalisation).
-    fixed:  FIXED_DB_RANGE to [0, 1] for every window, so absolute level is kept.
+    minmax:   per window, its own minimum to 0 and maximum to 1 (the seed's normalisation).
+    fixed:    FIXED_DB_RANGE to [0, 1] for every window, so absolute level is kept.
+    denoised: each band's background level over the window (`band_background`) is
+              subtracted (a stationary background: wind, an insect chorus, hum, the hiss of a
+              recorder), what is below it set to 0, then the window's maximum scaled to 1.
+              Calls stand out the same way over a quiet focal background and over a noisy
+              passive-recorder one.
     """
     window = tf.cast(window, tf.float32)
+    if method == "denoised":
+        above = tf.nn.relu(window - band_background(window))
+        return above / tf.maximum(tf.reduce_max(above, axis=[-3, -2, -1], keepdims=True), _EPSILON)
     if method == "minmax":
         low = tf.reduce_min(window, axis=[-3, -2, -1], keepdims=True)
         high = tf.reduce_max(window, axis=[-3, -2, -1], keepdims=True)
@@ -88,6 +119,87 @@ def spec_augment(
             lambda: window,
         )
     return window
+
+
+# what distance does to a call (demo.propagate models the same): excess attenuation in dB of
+# ABSORPTION_DB * metres * kHz^1.4, and reverberation that decays by 60 dB in 0.3 to 1.2 s
+ABSORPTION_DB = 0.012
+DISTANCE_M = (5.0, 50.0)
+REVERB_S = (0.3, 1.2)
+
+
+def distance(
+    window_db: tf.Tensor,
+    band_khz: np.ndarray,
+    frames_per_s: float,
+    probability: float,
+    seed: tf.Tensor,
+) -> tf.Tensor:
+    """A (n_mels, frames, 1) dB window as if heard from a random distance (DISTANCE_M): each
+    band loses ABSORPTION_DB * d * f^1.4 dB, and a reverberant tail (REVERB_S, its share growing
+    with distance) is added to each band's power. `band_khz`: each row's centre frequency."""
+    if probability <= 0:
+        return window_db
+    when, how_far, how_long = _split(seed, 3)
+    band_khz = tf.constant(np.asarray(band_khz, dtype=np.float32))
+    n_taps = int(max(REVERB_S) * frames_per_s)
+
+    def heard_from_afar():
+        metres = tf.random.stateless_uniform([], how_far, *DISTANCE_M)
+        reverb_s = tf.random.stateless_uniform([], how_long, *REVERB_S)
+        loss = ABSORPTION_DB * metres * tf.pow(band_khz, 1.4)
+        power = tf.pow(10.0, (window_db - loss[:, None, None]) / 10.0)
+        # a causal exponential tail along time, per band: conv1d with the bands as the batch
+        tail = tf.exp(-6.9 * tf.range(n_taps, dtype=tf.float32) / (reverb_s * frames_per_s))
+        kernel = tf.reverse(tail / tf.reduce_sum(tail), [0])[:, None, None]
+        padded = tf.pad(power, [[0, 0], [n_taps - 1, 0], [0, 0]])
+        reverberant = tf.nn.conv1d(padded, kernel, stride=1, padding="VALID")
+        wet = tf.minimum(0.85, 0.15 + metres / 80.0)
+        mixed = (1 - wet) * power + wet * reverberant
+        return 10.0 * tf.math.log(tf.maximum(mixed, 1e-10)) / np.log(10.0)
+
+    return tf.cond(_happens(probability, when), heard_from_afar, lambda: window_db)
+
+
+def pitch_shift(
+    window: tf.Tensor, max_bands: int, probability: float, seed: tf.Tensor
+) -> tf.Tensor:
+    """Move a (n_mels, frames, 1) window by up to `max_bands` mel bands, up or down; the bands
+    moved in from outside are 0."""
+    if max_bands <= 0:
+        return window
+    when, how_far = _split(seed, 2)
+
+    def shift():
+        bands = tf.random.stateless_uniform([], how_far, -max_bands, max_bands + 1, dtype=tf.int32)
+        rows = tf.range(tf.shape(window)[0])
+        source = rows - bands
+        inside = (source >= 0) & (source < tf.shape(window)[0])
+        moved = tf.gather(window, tf.clip_by_value(source, 0, tf.shape(window)[0] - 1))
+        return moved * tf.reshape(tf.cast(inside, window.dtype), [-1, 1, 1])
+
+    return tf.cond(_happens(probability, when), shift, lambda: window)
+
+
+def overlay(images: tf.Tensor, labels: tf.Tensor, probability: float, seed: tf.Tensor):
+    """Each sample, with `probability`, heard together with another sample of the batch.
+
+    Images are normalised log-mel windows: where two sounds overlap the louder dominates, so the
+    mixture is the elementwise maximum of the window and the partner at a random level (0.4 to
+    1); the labels are the union of both. Unlike mixup's weighted labels, this says what a
+    recording of two species says: both are there.
+    """
+    if probability <= 0:
+        return images, labels
+    when_seed, partner_seed, level_seed = _split(seed, 3)
+    batch = tf.shape(images)[0]
+    chosen = tf.random.stateless_uniform([batch], when_seed) < probability
+    partner = tf.argsort(tf.random.stateless_uniform([batch], partner_seed))
+    level = tf.random.stateless_uniform([batch, 1, 1, 1], level_seed, 0.4, 1.0)
+    mixed = tf.maximum(images, level * tf.gather(images, partner))
+    union = tf.maximum(labels, tf.gather(labels, partner))
+    pick = tf.reshape(chosen, [-1, 1, 1, 1])
+    return tf.where(pick, mixed, images), tf.where(chosen[:, None], union, labels)
 
 
 def gain_bias(

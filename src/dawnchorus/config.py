@@ -24,6 +24,10 @@ _REPO_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "c
 _PACKAGED_SCHEMA = Path(__file__).resolve().parent / "config.schema.yaml"
 
 
+# EfficientNet-B0's feature map is 1/32 of its input: a time frame of the SED head per 32 columns
+BACKBONE_STRIDE = 32
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; the message names every offending key."""
 
@@ -134,6 +138,25 @@ def _semantic_problems(config: Mapping) -> Iterator[str]:
         yield f"audio.fmin ({audio['fmin']}) must be below audio.fmax ({audio['fmax']})"
     if audio["window_s"] * audio["sample_rate"] < audio["n_fft"]:
         yield "audio.window_s is shorter than one FFT window (n_fft samples)"
+    model = config["model"]
+    segments = model["input_s"] / audio["window_s"]
+    if abs(segments - round(segments)) > 1e-9 or round(segments) < 1:
+        yield (
+            f"model.input_s ({model['input_s']}) must be a multiple of audio.window_s "
+            f"({audio['window_s']}): prediction rows are window_s long"
+        )
+    elif model["head"] == "pool" and round(segments) != 1:
+        yield (
+            f"model.head pool predicts whole crops: model.input_s ({model['input_s']}) must "
+            f"equal audio.window_s ({audio['window_s']}), or use model.head sed"
+        )
+    elif model["image_size"][1] // BACKBONE_STRIDE < round(segments):
+        yield (
+            f"model.image_size width {model['image_size'][1]} gives the SED head "
+            f"{model['image_size'][1] // BACKBONE_STRIDE} time frame(s), fewer than the "
+            f"{round(segments)} windows of model.input_s: use at least "
+            f"{BACKBONE_STRIDE * round(segments)}"
+        )
     n_folds = config["folds"]["n_folds"]
     for key in ("folds.train", "debug.folds"):
         section, name = key.split(".")
@@ -183,6 +206,16 @@ def validate_config(config: dict) -> dict:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     _apply_debug(config)
     return config
+
+
+def windows_per_input(input_s: float, window_s: float) -> int:
+    """Prediction windows (rows) in one model input of input_s seconds."""
+    return round(input_s / window_s)
+
+
+def segments_per_crop(config: Mapping) -> int:
+    """Prediction windows (rows) in one model input: model.input_s / audio.window_s."""
+    return windows_per_input(config["model"]["input_s"], config["audio"]["window_s"])
 
 
 def section_defaults(name: str) -> dict:
@@ -242,6 +275,10 @@ class AudioParams:
     def window_frames(self) -> int:
         """Frames `features.log_mel` returns for exactly one window of audio (centred frames)."""
         return 1 + self.window_samples // self.hop_length
+
+    def crop_frames(self, segments: int) -> int:
+        """Frames of a model input of `segments` consecutive windows (as prediction joins them)."""
+        return segments * self.window_frames
 
     @property
     def max_samples(self) -> int | None:

@@ -1,15 +1,18 @@
-"""tf.data input pipelines reading log-mel windows straight from the HDF5 shards.
+"""tf.data input pipelines reading log-mel crops straight from the HDF5 shards.
 
-Training: every epoch, one random window per recording, shuffled; a recording shorter than a
-window is repeated end to end (a random phase of the repetition), so a window never contains
-artificial silence. Then normalisation, SpecAugment and gain/bias per window, batching and mixup
-per batch, all as graph ops in parallel map calls.
+Training: every epoch, one crop (model.input_s seconds) per drawn recording: which recordings
+and which crops follow `sampling` (class-balanced draws, activity-aware crops); a recording
+shorter than a crop is repeated end to end (a random phase of the repetition), so a crop never
+contains artificial silence. Then per crop distance (on dB), normalisation, pitch shift,
+SpecAugment and gain/bias; then batching, and per batch overlays of two crops and mixup, all as
+graph ops in parallel map calls.
 
-Validation and out-of-fold prediction: up to `val_windows` consecutive windows from the start of
-each recording, no augmentation; a recording's prediction is the mean over its windows.
+Validation and out-of-fold prediction: up to `val_windows` crops covering each recording from its
+start (the last one ending at the recording's end), no augmentation; a recording's score is the
+max (or mean) over its crops.
 
 The shards a job needs are held in memory when they fit `training.cache_ram_mb`; otherwise each
-window is read from disk (h5py), so a data set larger than RAM still trains.
+crop is read from disk (h5py), so a data set larger than RAM still trains.
 """
 
 from __future__ import annotations
@@ -22,10 +25,16 @@ import numpy as np
 import tensorflow as tf
 
 from dawnchorus import augment
-from dawnchorus.features import cut_window, window_starts
+from dawnchorus.features import band_centres_hz, covering_starts, cut_window
+from dawnchorus.sampling import CropSampler
 from dawnchorus.shards import ClipStore
 
 log = logging.getLogger(__name__)
+
+
+def window_to_db_image(window: tf.Tensor) -> tf.Tensor:
+    """(…, frames, n_mels) dB -> (…, n_mels, frames, 1) float32 dB, frequency upwards."""
+    return tf.linalg.matrix_transpose(tf.cast(window, tf.float32))[..., ::-1, :, tf.newaxis]
 
 
 def window_to_image(window: tf.Tensor, normalization: str) -> tf.Tensor:
@@ -33,53 +42,79 @@ def window_to_image(window: tf.Tensor, normalization: str) -> tf.Tensor:
 
     One window or a batch: inference and the exported model run it on batches.
     """
-    image = tf.linalg.matrix_transpose(tf.cast(window, tf.float32))[..., ::-1, :, tf.newaxis]
-    return augment.normalize_window(image, normalization)
+    return augment.normalize_window(window_to_db_image(window), normalization)
 
 
 def training_dataset(
-    store: ClipStore,
+    sampler: CropSampler,
     rows: np.ndarray,
-    labels: np.ndarray,
+    targets: np.ndarray,
     training: Mapping,
     batch_size: int,
     mixup_alpha: float,
     aug_prob: float,
     seed: int,
+    row_weights: np.ndarray | None = None,
+    crops_per_recording: int = 1,
 ) -> tf.data.Dataset:
-    """One epoch of (images, labels) batches: a random window per recording, augmented.
+    """One epoch of (images, targets) batches: crops_per_recording * len(rows) crops, augmented.
 
-    Every random choice (order, window position, augmentations, mixup) follows from `seed` and
-    the epoch: the same seed gives the same epochs, whatever the parallelism.
+    `row_weights` (one per row, summing to 1) draws the recordings with replacement; None takes
+    every row crops_per_recording times, shuffled. Every random choice (recordings, crop
+    positions, augmentations, mixup) follows from `seed` and the epoch: the same seed gives the
+    same epochs, whatever the parallelism.
     """
+    store = sampler.store
     params = store.params
-    shape = (params.window_frames, params.n_mels)
+    shape = (sampler.crop_frames, params.n_mels)
+    # centre frequency of each image row (highest band first, as the image has it)
+    band_khz = band_centres_hz(params)[::-1] / 1000.0
+    frames_per_s = params.sample_rate / params.hop_length
     rows = np.asarray(rows, dtype=np.int64)
-    label_table = tf.constant(labels[rows], dtype=tf.float32)
+    target_table = tf.constant(targets[rows], dtype=tf.float32)
     settings = training["augment"]
+    log_weights = None
+    if row_weights is not None:
+        with np.errstate(divide="ignore"):  # a weight of 0: never drawn
+            log_weights = tf.constant(np.log(np.asarray(row_weights, dtype=np.float64))[None, :])
 
     def read(row: np.int64, position: np.float32) -> np.ndarray:
-        return store.random_window(int(row), float(position))
+        return sampler.crop(int(row), float(position))
 
     def example(index, example_seed):
-        position_seed, mask_seed, jitter_seed, mixup_seed = tf.unstack(
-            tf.random.experimental.stateless_split(example_seed, 4)
+        pick_seed, position_seed, mask_seed, jitter_seed, mixup_seed, shift_seed, far_seed = (
+            tf.unstack(tf.random.experimental.stateless_split(example_seed, 7))
         )
+        if log_weights is not None:
+            index = tf.random.stateless_categorical(log_weights, 1, pick_seed)[0, 0]
         position = tf.random.stateless_uniform([], position_seed)
-        window = tf.numpy_function(
+        crop = tf.numpy_function(
             read, [tf.gather(rows, index), position], tf.float16, stateful=False
         )
-        window.set_shape(shape)
-        image = window_to_image(window, training["normalization"])
+        crop.set_shape(shape)
+        image = augment.distance(
+            window_to_db_image(crop), band_khz, frames_per_s, training["distance_prob"], far_seed
+        )
+        image = augment.normalize_window(image, training["normalization"])
+        image = augment.pitch_shift(image, settings["pitch_shift_bands"], aug_prob, shift_seed)
         image = augment.spec_augment(image, settings, aug_prob, mask_seed)
         image = augment.gain_bias(image, settings, aug_prob, jitter_seed)
-        return image, tf.gather(label_table, index), mixup_seed
+        return image, tf.gather(target_table, index), mixup_seed
 
-    def mix(images, batch_labels, mixup_seeds):
-        return augment.mixup(images, batch_labels, mixup_alpha, aug_prob, mixup_seeds[0])
+    def mix(images, batch_targets, mixup_seeds):
+        mixup_seed, overlay_seed = tf.unstack(
+            tf.random.experimental.stateless_split(mixup_seeds[0], 2)
+        )
+        images, batch_targets = augment.overlay(
+            images, batch_targets, training["overlay_prob"], overlay_seed
+        )
+        return augment.mixup(images, batch_targets, mixup_alpha, aug_prob, mixup_seed)
 
-    order = tf.data.Dataset.range(len(rows)).shuffle(
-        len(rows), seed=seed, reshuffle_each_iteration=True
+    n_examples = len(rows) * crops_per_recording
+    order = (
+        tf.data.Dataset.range(n_examples)
+        .map(lambda i: i % len(rows))
+        .shuffle(n_examples, seed=seed, reshuffle_each_iteration=True)
     )
     # a new pair of seeds per example and epoch, reproducible from `seed`
     example_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -94,10 +129,10 @@ def training_dataset(
 
 @dataclass(frozen=True)
 class EvaluationWindows:
-    """Deterministic windows of some recordings, and which recording each belongs to."""
+    """Deterministic crops of some recordings, and which recording each belongs to."""
 
-    windows: np.ndarray  # (n_windows, frames, n_mels) float16 dB
-    clip_of_window: np.ndarray  # (n_windows,) position in `rows`
+    windows: np.ndarray  # (n_crops, crop frames, n_mels) float16 dB
+    clip_of_window: np.ndarray  # (n_crops,) position in `rows`
     rows: np.ndarray
 
     def dataset(self, normalization: str, batch_size: int) -> tf.data.Dataset:
@@ -108,23 +143,34 @@ class EvaluationWindows:
             .prefetch(tf.data.AUTOTUNE)
         )
 
-    def per_clip(self, window_scores: np.ndarray) -> np.ndarray:
-        """Mean of the window scores of each recording, in `rows` order."""
-        totals = np.zeros((len(self.rows), window_scores.shape[1]))
+    def per_clip(self, window_scores: np.ndarray, pooling: str = "mean") -> np.ndarray:
+        """Each recording's crop scores pooled (mean or max), in `rows` order."""
+        n_classes = window_scores.shape[1]
+        if pooling == "max":
+            pooled = np.full((len(self.rows), n_classes), -np.inf)
+            np.maximum.at(pooled, self.clip_of_window, window_scores)
+            return pooled
+        if pooling != "mean":
+            raise ValueError(f"unknown pooling {pooling!r}")
+        totals = np.zeros((len(self.rows), n_classes))
         np.add.at(totals, self.clip_of_window, window_scores)
         counts = np.bincount(self.clip_of_window, minlength=len(self.rows))
         return totals / counts[:, None]
 
 
-def evaluation_windows(store: ClipStore, rows: np.ndarray, max_windows: int) -> EvaluationWindows:
-    window = store.params.window_frames
+def evaluation_windows(
+    store: ClipStore, rows: np.ndarray, max_windows: int, crop_frames: int | None = None
+) -> EvaluationWindows:
+    """Up to `max_windows` crops of `crop_frames` (default one window) per recording, covering it
+    from the start (`features.covering_starts`)."""
+    crop = crop_frames or store.params.window_frames
     windows, owners = [], []
     for position, row in enumerate(rows):
         frames = store.frames(int(row))
-        for start in window_starts(len(frames), window, max_windows):
-            windows.append(cut_window(frames, start, window))
+        for start in covering_starts(len(frames), crop, max_windows):
+            windows.append(cut_window(frames, start, crop))
             owners.append(position)
-    empty = np.zeros((0, window, store.params.n_mels), dtype=np.float16)
+    empty = np.zeros((0, crop, store.params.n_mels), dtype=np.float16)
     return EvaluationWindows(
         windows=np.stack(windows) if windows else empty,
         clip_of_window=np.asarray(owners, dtype=np.int64),

@@ -56,6 +56,14 @@ def mel_filterbank(
     return filterbank
 
 
+def band_centres_hz(params: AudioParams) -> np.ndarray:
+    """(n_mels,) centre frequency of each mel band, lowest first."""
+    edges = _mel_to_hz(
+        np.linspace(_hz_to_mel(params.fmin), _hz_to_mel(params.fmax), params.n_mels + 2)
+    )
+    return edges[1:-1]
+
+
 @lru_cache(maxsize=8)
 def _hann(n_fft: int) -> np.ndarray:
     window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
@@ -104,6 +112,17 @@ def window_starts(n_frames: int, window_frames: int, max_windows: int) -> list[i
         return [0]
     count = min(max_windows, n_frames // window_frames)
     return [i * window_frames for i in range(count)]
+
+
+def covering_starts(n_frames: int, crop_frames: int, max_crops: int) -> list[int]:
+    """Crops that cover a recording: consecutive from the start, plus one ending at the end when
+    a tail is left over (it overlaps the one before), at most `max_crops`; one (repeated) crop for
+    a recording shorter than a crop."""
+    starts = window_starts(n_frames, crop_frames, max_crops)
+    tail_start = n_frames - crop_frames
+    if len(starts) < max_crops and tail_start > starts[-1]:
+        starts.append(tail_start)
+    return starts
 
 
 def cut_window(frames: np.ndarray, start: int, window_frames: int) -> np.ndarray:

@@ -113,9 +113,16 @@ class LabelledClips:
     """The manifest's recordings with their multi-hot labels and folds, in manifest order."""
 
     filenames: list[str]
-    labels: np.ndarray  # (n, classes) float32
+    labels: np.ndarray  # (n, classes) float32: primary and secondary labels
     folds: np.ndarray  # (n,) int64
     classes: list[str]
+    primary: np.ndarray  # (n,) int64: column of each recording's primary label
+
+    def targets(self, secondary_weight: float) -> np.ndarray:
+        """Training targets: 1 for the primary label, `secondary_weight` for secondary ones."""
+        targets = self.labels * np.float32(secondary_weight)
+        targets[np.arange(len(self.primary)), self.primary] = 1.0
+        return targets
 
 
 def load_labelled_clips(manifest_csv, classes_txt, folds_csv) -> LabelledClips:
@@ -124,9 +131,13 @@ def load_labelled_clips(manifest_csv, classes_txt, folds_csv) -> LabelledClips:
     folds = read_folds(folds_csv)
     if folds["filename"].tolist() != manifest["filename"].tolist():
         raise ValueError(f"{folds_csv} does not match {manifest_csv}: rerun the folds rule")
+    column = {label: position for position, label in enumerate(classes)}
     return LabelledClips(
         filenames=manifest["filename"].tolist(),
         labels=label_matrix(manifest, classes).astype(np.float32),
         folds=folds["fold"].to_numpy(),
         classes=classes,
+        primary=np.array(
+            [column[str(label)] for label in manifest["primary_label"]], dtype=np.int64
+        ),
     )

@@ -13,23 +13,32 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dawnchorus.config import AudioParams
+from dawnchorus.config import AudioParams, windows_per_input
 
 METADATA_MEMBER = "dawnchorus.json"
-METADATA_FORMAT = 1
+METADATA_FORMAT = 2  # 2: the model's input length (input_s) and head
 
 
 class ModelFileError(ValueError):
     """A saved model cannot be used for prediction; the message names the file and the reason."""
 
 
-def model_metadata(classes: Sequence[str], params: AudioParams, normalization: str) -> dict:
-    """The facts a prediction must reproduce: class order, feature parameters, normalisation."""
+def model_metadata(
+    classes: Sequence[str],
+    params: AudioParams,
+    normalization: str,
+    input_s: float | None = None,
+    head: str = "pool",
+) -> dict:
+    """The facts a prediction must reproduce: class order, feature parameters, normalisation,
+    how many seconds the model sees at once and whether its head gives per-window rows (sed)."""
     return {
         "format": METADATA_FORMAT,
         "classes": list(classes),
         "audio": {**params.feature_attrs(), "window_s": params.window_s},
         "normalization": normalization,
+        "input_s": float(params.window_s if input_s is None else input_s),
+        "head": head,
     }
 
 
@@ -57,15 +66,21 @@ def read_metadata(keras_path: str | Path) -> dict:
 
 
 def check_metadata(metadata: object, source: str | Path) -> dict:
-    keys = ("format", "classes", "audio", "normalization")
+    if isinstance(metadata, dict) and metadata.get("format") != METADATA_FORMAT:
+        raise ModelFileError(
+            f"{source}: model metadata format {metadata.get('format')} (this dawnchorus reads "
+            f"{METADATA_FORMAT}): retrain the model with this version "
+            "(snakemake --forcerun train_fold)"
+        )
+    keys = ("format", "classes", "audio", "normalization", "input_s", "head")
     if not isinstance(metadata, dict) or any(key not in metadata for key in keys):
         raise ModelFileError(f"{source}: model metadata lacks one of {', '.join(keys)}")
-    if metadata["format"] != METADATA_FORMAT:
-        raise ModelFileError(
-            f"{source}: model metadata format {metadata['format']} (this dawnchorus reads "
-            f"{METADATA_FORMAT})"
-        )
     return metadata
+
+
+def segments(metadata: Mapping) -> int:
+    """Prediction windows (rows) per model input."""
+    return windows_per_input(metadata["input_s"], metadata["audio"]["window_s"])
 
 
 def audio_params(metadata: Mapping) -> AudioParams:

@@ -3,7 +3,12 @@
 Features come from `features.log_mel` and `dataset.window_to_image`, the training code, and are
 rounded to float16 as the shards store them, so a model sees at prediction what it saw in training.
 
-Two engines run the same ensemble (mean of the folds' sigmoid outputs):
+A model sees `input_s` seconds at once: that many consecutive windows joined along time. An SED
+model gives one row per window from its own frames (`model.segment_probabilities`); a pooled
+model sees one window at a time. The last chunk of a recording that holds fewer windows is filled
+by repeating its own windows, and only its real windows' rows are kept.
+
+Two engines run the same ensemble (mean of the folds' probabilities):
 - keras:  the fold models as trained;
 - tflite: one exported file holding every fold (`export_tflite`). TFLite has no antialiased
   resize, so the export writes the model's resize as the two matrix products it is (exactly the
@@ -19,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -31,11 +35,17 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from dawnchorus.audio import AudioError, stream_audio
+from dawnchorus.artifacts import write_bytes, write_json, write_table
+from dawnchorus.audio import AudioError, last_partial_window, stream_audio
 from dawnchorus.config import AudioParams
 from dawnchorus.features import log_mel
-from dawnchorus.modelcard import ModelFileError, audio_params, check_metadata, read_metadata
-from dawnchorus.train import write_json, write_predictions
+from dawnchorus.modelcard import (
+    ModelFileError,
+    audio_params,
+    check_metadata,
+    read_metadata,
+    segments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +86,9 @@ def recording_windows(
             yield pending[i * size : (i + 1) * size]
         yielded += n_full
         pending = pending[n_full * size :]
-    if pending.size and (yielded == 0 or pending.size >= min_last_window_s * params.sample_rate):
-        yield np.resize(pending, size)  # np.resize repeats the array cyclically
+    last = last_partial_window(pending, size, yielded == 0, min_last_window_s * params.sample_rate)
+    if last is not None:
+        yield last
 
 
 def window_features(samples: np.ndarray, params: AudioParams) -> np.ndarray:
@@ -116,6 +127,7 @@ class Ensemble:
     metadata: dict
     sources: tuple[str, ...]
     engine: str
+    # chunks (n, segments * frames, n_mels) -> (n, segments, classes)
     run_batch: Callable[[np.ndarray], np.ndarray] = field(repr=False)
 
     @property
@@ -126,11 +138,30 @@ class Ensemble:
     def params(self) -> AudioParams:
         return audio_params(self.metadata)
 
+    @property
+    def segments(self) -> int:
+        return segments(self.metadata)
+
     def predict(self, windows: np.ndarray) -> np.ndarray:
-        """(n, frames, n_mels) dB windows -> (n, classes) mean probability of the folds."""
+        """(n, frames, n_mels) dB windows, consecutive windows of one recording -> (n, classes)
+        mean probability of the folds. Windows are joined into chunks of `segments` from the
+        first; a last partial chunk is filled by repeating its own windows."""
         if len(windows) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return self.run_batch(np.asarray(windows, dtype=np.float32))
+        chunks = join_windows(np.asarray(windows, dtype=np.float32), self.segments)
+        rows = self.run_batch(chunks).reshape(-1, len(self.classes))
+        return rows[: len(windows)]
+
+
+def join_windows(windows: np.ndarray, segments: int) -> np.ndarray:
+    """(n, frames, n_mels) -> (ceil(n / segments), segments * frames, n_mels): consecutive
+    windows joined along time; the last chunk repeats its own windows when n does not divide."""
+    n, frames, n_mels = windows.shape
+    chunks = []
+    for first in range(0, n, segments):
+        own = windows[first : first + segments]
+        chunks.append(own[np.arange(segments) % len(own)].reshape(segments * frames, n_mels))
+    return np.stack(chunks)
 
 
 def consistent_metadata(paths: Sequence[str | Path]) -> dict:
@@ -138,7 +169,7 @@ def consistent_metadata(paths: Sequence[str | Path]) -> dict:
     first = read_metadata(paths[0])
     for path in paths[1:]:
         other = read_metadata(path)
-        for key in ("classes", "audio", "normalization"):
+        for key in ("classes", "audio", "normalization", "input_s"):
             if other[key] != first[key]:
                 raise PredictionError(
                     f"{path} and {paths[0]} differ in {key}: they cannot be averaged"
@@ -178,6 +209,8 @@ def _keras_models(paths: Sequence[Path], threads: int) -> tuple[dict, list]:
     configure_tensorflow(threads, mixed_precision=False, seed=0)
     import keras
 
+    import dawnchorus.model  # noqa: F401  (registers the custom layers the models use)
+
     models = []
     for path in paths:
         try:
@@ -189,9 +222,9 @@ def _keras_models(paths: Sequence[Path], threads: int) -> tuple[dict, list]:
 
 
 def _keras_ensemble(metadata: dict, models: list, paths: Sequence[Path]) -> Ensemble:
-    function = ensemble_function(models, metadata["normalization"], tflite_compatible=False)
+    function = ensemble_function(models, metadata, tflite_compatible=False)
     return Ensemble(
-        metadata, tuple(map(str, paths)), "keras", lambda windows: function(windows).numpy()
+        metadata, tuple(map(str, paths)), "keras", lambda chunks: function(chunks).numpy()
     )
 
 
@@ -214,41 +247,39 @@ def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     return resized[:, :, 0, 0].T
 
 
-def _after_resize(model, image):
-    """Run every layer of a `model.build_model` model after its resize layer."""
-    from keras import layers
-
-    names = [layer.name for layer in model.layers]
-    x = image
-    for layer in model.layers[names.index("resize") + 1 :]:
-        x = layer([x, x, x]) if isinstance(layer, layers.Concatenate) else layer(x, training=False)
-    return x
-
-
-def ensemble_function(models: Sequence, normalization: str, tflite_compatible: bool):
-    """A tf.function: (n, frames, n_mels) dB windows -> mean sigmoid probability of `models`.
+def ensemble_function(models: Sequence, metadata: Mapping, tflite_compatible: bool):
+    """A tf.function: (n, segments * frames, n_mels) dB chunks -> (n, segments, classes), the
+    mean probability of `models` for each window of each chunk.
 
     `tflite_compatible` swaps the antialiased resize (an op TFLite lacks) for its matrices.
     """
+    import keras
     import tensorflow as tf
 
     from dawnchorus.dataset import window_to_image
+    from dawnchorus.model import frame_output, frames_to_segments
 
+    n_segments = segments(metadata)
     _, n_mels, frames, _ = models[0].input_shape
+    # everything from the resized image to the head's frames (pooled head: its logits)
+    tails = [keras.Model(m.get_layer("resize").output, frame_output(m)) for m in models]
     if tflite_compatible:
         resize = models[0].get_layer("resize")
         rows = tf.constant(_resize_matrix(n_mels, resize.height))
         columns = tf.constant(_resize_matrix(frames, resize.width).T)
 
     @tf.function(input_signature=[tf.TensorSpec([None, frames, n_mels], tf.float32)])
-    def ensemble(windows):
-        images = window_to_image(windows, normalization)
-        if tflite_compatible:
-            resized = tf.matmul(tf.matmul(rows, images[..., 0]), columns)[..., tf.newaxis]
-            logits = [_after_resize(model, resized) for model in models]
-        else:
-            logits = [model(images, training=False) for model in models]
-        return tf.add_n([tf.sigmoid(x) for x in logits]) / len(logits)
+    def ensemble(chunks):
+        images = window_to_image(chunks, metadata["normalization"])
+        probabilities = []
+        for model, tail in zip(models, tails, strict=True):
+            if tflite_compatible:
+                resized = tf.matmul(tf.matmul(rows, images[..., 0]), columns)[..., tf.newaxis]
+            else:
+                resized = model.get_layer("resize")(images)
+            head = tail(resized, training=False)
+            probabilities.append(tf.cast(frames_to_segments(head, n_segments), tf.float32))
+        return tf.add_n(probabilities) / len(probabilities)
 
     ensemble.models = list(models)  # keeps the variables reachable for the TFLite converter
     return ensemble
@@ -302,22 +333,22 @@ def export_tflite(
 ) -> dict:
     """Write the fold ensemble as one TFLite model, with its metadata in `out_path`.json.
 
-    The export is checked on `check_windows` (real (n, frames, n_mels) dB windows) against the
-    Keras ensemble; above `tolerance` (max abs difference of probabilities) ExportError is raised
-    and nothing is written.
+    The export is checked on `check_windows` (real (n, segments * frames, n_mels) dB chunks)
+    against the Keras ensemble; above `tolerance` (max abs difference of probabilities)
+    ExportError is raised and nothing is written.
     """
     import tensorflow as tf
 
     model_paths = [Path(path) for path in model_paths]
     metadata, models = _keras_models(model_paths, threads)
-    function = ensemble_function(models, metadata["normalization"], tflite_compatible=True)
+    function = ensemble_function(models, metadata, tflite_compatible=True)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [function.get_concrete_function()], function
     )
     blob = converter.convert()
 
     windows = np.asarray(check_windows, dtype=np.float32)
-    reference = _keras_ensemble(metadata, models, model_paths).predict(windows)
+    reference = _keras_ensemble(metadata, models, model_paths).run_batch(windows)
     difference = float(np.max(np.abs(tflite_runner(blob, threads)(windows) - reference)))
     if not difference <= tolerance:
         raise ExportError(
@@ -330,7 +361,7 @@ def export_tflite(
         "folds": [str(path) for path in model_paths],
         "parity": {"max_abs_difference": difference, "windows": len(windows)},
     }
-    _atomic_write_bytes(out_path, blob)
+    write_bytes(out_path, blob)
     write_json(out_path.with_suffix(".json"), card, sort_keys=False)
     log.info(
         "exported %d fold model(s) to %s (%.1f MB); max difference to Keras %.2e on %d windows",
@@ -341,13 +372,6 @@ def export_tflite(
         len(windows),
     )
     return card
-
-
-def _atomic_write_bytes(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,6 +401,8 @@ def predict_recordings(
     """Predict each recording in turn; a recording that cannot be decoded is reported in its
     FilePrediction.error, never raised, so one bad file does not stop the others."""
     params = ensemble.params
+    # a batch holds whole chunks: a chunk split across two batches would be predicted as two
+    batch_size = max(1, batch_size // ensemble.segments) * ensemble.segments
     batches: queue.Queue = queue.Queue(maxsize=_QUEUED_BATCHES)
     stop = threading.Event()
 
@@ -629,7 +655,8 @@ def export_stage(
     from dawnchorus.shards import ClipStore
 
     params = AudioParams.from_config(config)
-    model_params = audio_params(consistent_metadata(model_paths))
+    metadata = consistent_metadata(model_paths)
+    model_params = audio_params(metadata)
     if model_params.feature_attrs() != params.feature_attrs():
         raise PredictionError(
             f"the models were trained on other features ({model_params.feature_attrs()}) than "
@@ -639,7 +666,8 @@ def export_stage(
     store = ClipStore(shard_paths, params, filenames, ram_budget_mb=0)  # a few windows: stream
     try:
         rows = np.flatnonzero(store.available)[: config["predict"]["export_check_windows"]]
-        windows = evaluation_windows(store, rows, max_windows=1).windows
+        crop_frames = params.crop_frames(segments(metadata))
+        windows = evaluation_windows(store, rows, max_windows=1, crop_frames=crop_frames).windows
     finally:
         store.close()
     if len(windows) == 0:
@@ -672,5 +700,5 @@ def submission_stage(
     submission, problems = soundscape_submission(
         soundscapes, ensemble, read_classes(classes_txt), settings, sample_submission
     )
-    write_predictions(problems, problems_csv)
-    write_predictions(submission, submission_csv)
+    write_table(problems, problems_csv)
+    write_table(submission, submission_csv)

@@ -31,12 +31,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from dawnchorus.config import AudioParams
+from dawnchorus.artifacts import read_json_or_empty, write_json, write_table
+from dawnchorus.config import AudioParams, segments_per_crop
 from dawnchorus.modelcard import attach_metadata, model_metadata
 
 if TYPE_CHECKING:  # TensorFlow is imported only where a job needs it
     from dawnchorus.dataset import EvaluationWindows
     from dawnchorus.folds import LabelledClips
+    from dawnchorus.sampling import CropSampler
     from dawnchorus.shards import ClipStore
 
 log = logging.getLogger(__name__)
@@ -132,14 +134,16 @@ def configure_tensorflow(threads: int, mixed_precision: str | bool, seed: int) -
     return {"device": device, "mixed_precision": use_mixed, "threads": threads}
 
 
-def make_learning_rate(hp: Hyperparameters, steps_per_epoch: int, epochs: int):
+def make_learning_rate(
+    hp: Hyperparameters, steps_per_epoch: int, epochs: int, warmup_epochs: int = 1
+):
     """A Keras schedule, or a plain rate for reduce_on_plateau (driven by its callback)."""
     import keras
 
     total = max(1, steps_per_epoch * epochs)
     schedules = keras.optimizers.schedules
     if hp.scheduler == "cosine":
-        warmup = steps_per_epoch if epochs > 2 else 0
+        warmup = steps_per_epoch * min(warmup_epochs, epochs - 1) if epochs > 2 else 0
         return schedules.CosineDecay(
             initial_learning_rate=hp.learning_rate * (0.1 if warmup else 1.0),
             decay_steps=max(1, total - warmup),
@@ -158,6 +162,15 @@ def make_learning_rate(hp: Hyperparameters, steps_per_epoch: int, epochs: int):
     if hp.scheduler == "reduce_on_plateau":
         return hp.learning_rate
     raise ValueError(f"unknown scheduler {hp.scheduler!r}")
+
+
+def make_loss(training: Mapping):
+    """Binary cross-entropy on logits: one independent yes/no per class."""
+    import keras
+
+    return keras.losses.BinaryCrossentropy(
+        from_logits=True, label_smoothing=training["label_smoothing"]
+    )
 
 
 def make_optimizer(hp: Hyperparameters, learning_rate):
@@ -281,21 +294,6 @@ def _callbacks_module():
 # work folder state
 
 
-def write_json(path: Path, payload: Mapping, sort_keys: bool = True) -> None:
-    """Write JSON atomically: a reader never sees a half-written file."""
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=sort_keys) + "\n")
-    os.replace(temporary, path)
-
-
-def read_json_or_empty(path: Path) -> dict:
-    """A JSON object from `path`, or {} when the file is missing or not valid JSON."""
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
 def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -362,7 +360,8 @@ def _read_history(path: Path) -> pd.DataFrame:
 
 @dataclass
 class FoldData:
-    """One fold's recordings: the training rows, and the validation windows scored each epoch."""
+    """One fold's recordings: the training rows, how an epoch draws them, and the validation
+    crops scored each epoch."""
 
     clips: LabelledClips
     store: ClipStore
@@ -370,29 +369,40 @@ class FoldData:
     val_rows: np.ndarray
     validation: EvaluationWindows
     normalization: str
+    val_pooling: str
+    sampler: CropSampler
+    targets: np.ndarray  # training targets of every recording (secondary labels weighted)
+    row_weights: np.ndarray | None  # class-balanced draw of train_rows, or None
 
     @property
     def val_labels(self) -> np.ndarray:
         return self.clips.labels[self.val_rows]
 
+    @property
+    def crop_frames(self) -> int:
+        return self.sampler.crop_frames
+
     def training_dataset(self, training: Mapping, hp: Hyperparameters, seed: int):
         from dawnchorus.dataset import training_dataset
 
         return training_dataset(
-            self.store,
+            self.sampler,
             self.train_rows,
-            self.clips.labels,
+            self.targets,
             training,
             hp.batch_size,
             hp.mixup_alpha,
             hp.aug_prob,
             seed,
+            self.row_weights,
+            training["sampling"]["crops_per_recording"],
         )
 
     def predict(self, model) -> np.ndarray:
-        """Probabilities per validation recording (the mean over its windows)."""
+        """Probabilities per validation recording (its crops' pooled by val_pooling)."""
         data = self.validation.dataset(self.normalization, EVALUATION_BATCH_SIZE)
-        return self.validation.per_clip(_sigmoid(model.predict(data, verbose=0)))
+        crops = _sigmoid(model.predict(data, verbose=0))
+        return self.validation.per_clip(crops, self.val_pooling)
 
     def evaluate(self, model):
         """(val_auc, val_loss, AUC result) of `model`; NaNs and no result if it diverged."""
@@ -410,28 +420,38 @@ def open_fold(config: Mapping, fold: int, paths: DataPaths) -> Iterator[FoldData
     """Fold `fold` of the data stage's outputs: training rows and validation windows."""
     from dawnchorus.dataset import evaluation_windows
     from dawnchorus.folds import load_labelled_clips
+    from dawnchorus.sampling import CropSampler, class_balanced_weights
     from dawnchorus.shards import ClipStore
 
-    training = config["training"]
+    training, sampling = config["training"], config["training"]["sampling"]
     params = AudioParams.from_config(config)
+    crop_frames = params.crop_frames(segments_per_crop(config))
     clips = load_labelled_clips(paths.manifest, paths.classes, paths.folds)
     store = ClipStore(paths.shards, params, clips.filenames, training["cache_ram_mb"])
     try:
         train_rows, val_rows = _select_rows(clips, store, fold)
         log.info(
-            "fold %d: %d training and %d validation recordings, %d classes",
+            "fold %d: %d training and %d validation recordings, %d classes; crops of %d frames",
             fold,
             len(train_rows),
             len(val_rows),
             len(clips.classes),
+            crop_frames,
         )
+        row_weights = None
+        if sampling["class_power"] > 0:
+            row_weights = class_balanced_weights(clips.primary[train_rows], sampling["class_power"])
         yield FoldData(
             clips=clips,
             store=store,
             train_rows=train_rows,
             val_rows=val_rows,
-            validation=evaluation_windows(store, val_rows, training["val_windows"]),
+            validation=evaluation_windows(store, val_rows, training["val_windows"], crop_frames),
             normalization=training["normalization"],
+            val_pooling=training["val_pooling"],
+            sampler=CropSampler(store, crop_frames, sampling["activity_power"]),
+            targets=clips.targets(training["secondary_label_weight"]),
+            row_weights=row_weights,
         )
     finally:
         store.close()
@@ -462,26 +482,28 @@ def build_and_compile(
     config: Mapping, data: FoldData, hp: Hyperparameters, epochs: int, compiled: bool = True
 ):
     """The fold's model for these hyperparameters, compiled to train for `epochs` epochs."""
-    import keras
 
     from dawnchorus.model import build_model
 
     params, model_config = data.store.params, config["model"]
     model = build_model(
         num_classes=len(data.clips.classes),
-        input_shape=(params.n_mels, params.window_frames, 1),
+        input_shape=(params.n_mels, data.crop_frames, 1),
         image_size=model_config["image_size"],
         backbone=model_config["backbone"],
         weights=model_config["weights"],
         dropout=hp.dropout_rate,
         bn_momentum=model_config["bn_momentum"],
+        head=model_config["head"],
+        frequency_channel=model_config["frequency_channel"],
+        drop_connect=model_config["drop_connect"],
     )
     if compiled:
-        steps = math.ceil(len(data.train_rows) / hp.batch_size)
-        model.compile(
-            optimizer=make_optimizer(hp, make_learning_rate(hp, steps, epochs)),
-            loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        )
+        training = config["training"]
+        crops = len(data.train_rows) * training["sampling"]["crops_per_recording"]
+        steps = math.ceil(crops / hp.batch_size)
+        schedule = make_learning_rate(hp, steps, epochs, training["warmup_epochs"])
+        model.compile(optimizer=make_optimizer(hp, schedule), loss=make_loss(training))
     return model
 
 
@@ -547,7 +569,7 @@ def train_fold(
         "training_time": round(float(state.get("elapsed_s", 0.0)), 1),
         "n_train": len(data.train_rows),
         "n_val": len(val_rows),
-        "n_val_windows": len(data.validation.windows),
+        "n_val_crops": len(data.validation.windows),
         "scored_classes": int(auc.scored.sum()),
         "skipped_classes": auc.skipped(clips.classes),
         "hyperparameters": asdict(hyperparameters),
@@ -555,7 +577,9 @@ def train_fold(
         "image_size": list(model_config["image_size"]),
         **runtime,
     }
-    metadata = model_metadata(clips.classes, params, data.normalization)
+    metadata = model_metadata(
+        clips.classes, params, data.normalization, model_config["input_s"], model_config["head"]
+    )
     save_for_inference(model, paths.model, metadata)
     _write_outputs(paths, metrics, history, clips, val_rows, val_scores, fold)
     log.info(
@@ -646,16 +670,6 @@ def save_for_inference(model, path: Path, metadata: Mapping) -> None:
     os.replace(temporary, path)
 
 
-def write_predictions(predictions: pd.DataFrame, path: str | Path) -> None:
-    """Probabilities to CSV with enough digits to keep their order (and so every AUC) exact,
-    atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    predictions.to_csv(temporary, index=False, float_format="%.9g", lineterminator="\n")
-    os.replace(temporary, path)
-
-
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
     # exp overflows to inf for logits below about -709: the result, 0, is still right
     with np.errstate(over="ignore"):
@@ -667,7 +681,7 @@ def _write_outputs(paths: FoldPaths, metrics, history, clips, val_rows, val_scor
     oof = pd.DataFrame(val_scores, columns=clips.classes)
     oof.insert(0, "fold", fold)
     oof.insert(0, "filename", [clips.filenames[row] for row in val_rows])
-    write_predictions(oof, out / "oof.csv")
-    history.to_csv(out / "history.csv", index=False, lineterminator="\n")
+    write_table(oof, out / "oof.csv")
+    write_table(history, out / "history.csv")
     write_json(out / "metrics.json", metrics)
     shutil.rmtree(paths.work)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dawnchorus.artifacts import read_json_or_empty, write_json
 from dawnchorus.train import (
     DataPaths,
     FoldData,
@@ -37,8 +38,6 @@ from dawnchorus.train import (
     epoch_callbacks,
     fingerprint,
     open_fold,
-    read_json_or_empty,
-    write_json,
 )
 
 log = logging.getLogger(__name__)
