@@ -5,8 +5,12 @@
 # replaces it: `snakemake --configfile config/demo.yaml`.
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/reference.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
@@ -19,7 +23,9 @@ rule all:
         results_path("data/folds.csv"),
         results_path("spectrograms/index.csv"),
         rules.aggregate.output,
+        rules.reference.output if REFERENCE_PLAN.enabled else [],
         rules.report.output,
+        rules.summary.output,
         rules.tuning_report.output if TUNER["enabled"] else [],
         rules.export.output,
         rules.predict.output,

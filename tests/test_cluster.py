@@ -269,10 +269,13 @@ def test_debug_dag_runs_every_job_on_its_partition(cluster_run):
         "spectrograms": 2,
         "spectrogram_index": 1,
         "baseline": 1,
+        "embeddings": 2,
+        "reference": 1,
         "tune": 1,
         "train_fold": 2,  # cancelled once, resubmitted
         "aggregate": 1,
         "report": 1,
+        "summary": 1,
         "tuning_report": 1,
         "export": 1,
         "predict": 1,

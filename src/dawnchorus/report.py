@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dawnchorus.artifacts import read_json, write_json, write_table
 from dawnchorus.manifest import label_matrix, read_classes, read_manifest
 from dawnchorus.metrics import birdclef_auc
 
@@ -21,6 +21,16 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(np.mean(array)), float(np.std(array))
 
 
+def _summary_block(head_metrics: Mapping) -> dict:
+    """A head's metrics.json (baseline, reference) as cv_results.json shows it."""
+    return {key: value for key, value in head_metrics.items() if key != "per_class_oof_auc"}
+
+
+def _per_class_oof_auc(head_metrics: Mapping, classes: Sequence[str]) -> list[float]:
+    per_class = head_metrics.get("per_class_oof_auc", {})
+    return [per_class.get(label, np.nan) for label in classes]
+
+
 def aggregate_folds(
     metrics_paths: Sequence[str | Path],
     oof_paths: Sequence[str | Path],
@@ -28,14 +38,16 @@ def aggregate_folds(
     classes_txt: str | Path,
     baseline: Mapping,
     training_config: Mapping,
+    reference: Mapping | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """cv_results (seed schema plus OOF AUC and the baseline) and per-class AUCs."""
+    """cv_results (seed schema plus OOF AUC, the baseline and, when it ran, the BirdNET
+    reference) and per-class AUCs."""
     classes = read_classes(classes_txt)
     manifest = read_manifest(manifest_csv)
     labels = pd.DataFrame(
         label_matrix(manifest, classes), columns=classes, index=manifest["filename"]
     )
-    folds = [json.loads(Path(path).read_text()) for path in metrics_paths]
+    folds = [read_json(path) for path in metrics_paths]
     oof = pd.concat(
         [pd.read_csv(path, keep_default_na=False) for path in oof_paths], ignore_index=True
     )
@@ -74,9 +86,14 @@ def aggregate_folds(
         "training_config": dict(training_config),
         "hyperparameters": hyperparameters,
         "hyperparameter_source": folds[0].get("hyperparameter_source", "config") if folds else "",
-        "baseline": {key: value for key, value in baseline.items() if key != "per_class_oof_auc"},
+        "baseline": _summary_block(baseline),
         "cnn_minus_baseline_val_auc": val_auc[0] - baseline["cv_results"]["mean_val_auc"],
     }
+    if reference is not None:
+        cv_results["reference"] = _summary_block(reference)
+        cv_results["cnn_minus_reference_val_auc"] = (
+            val_auc[0] - reference["cv_results"]["mean_val_auc"]
+        )
 
     per_class = pd.DataFrame(
         {
@@ -84,11 +101,11 @@ def aggregate_folds(
             "n_recordings": labels.sum(axis=0).astype(int).to_numpy(),
             "n_primary": [int((manifest["primary_label"] == label).sum()) for label in classes],
             "oof_auc": oof_auc.per_class,
-            "baseline_oof_auc": [
-                baseline.get("per_class_oof_auc", {}).get(label, np.nan) for label in classes
-            ],
+            "baseline_oof_auc": _per_class_oof_auc(baseline, classes),
         }
     )
+    if reference is not None:
+        per_class["reference_oof_auc"] = _per_class_oof_auc(reference, classes)
     for entry, path in zip(folds, oof_paths, strict=True):
         fold_oof = pd.read_csv(path, keep_default_na=False)
         fold_auc = birdclef_auc(
@@ -96,19 +113,20 @@ def aggregate_folds(
         )
         per_class[f"fold_{entry['fold']}_auc"] = fold_auc.per_class
     log.info(
-        "CV val_auc %.4f +- %.4f over %d fold(s); OOF %.4f; baseline %.4f",
+        "CV val_auc %.4f +- %.4f over %d fold(s); OOF %.4f; baseline %.4f; reference %s",
         val_auc[0],
         val_auc[1],
         len(folds),
         oof_auc.macro,
         baseline["cv_results"]["mean_val_auc"],
+        "not run" if reference is None else f"{reference['cv_results']['mean_val_auc']:.4f}",
     )
     return cv_results, per_class
 
 
 def write_aggregate(cv_results: Mapping, per_class: pd.DataFrame, cv_json, per_class_csv) -> None:
-    Path(cv_json).write_text(json.dumps(cv_results, indent=2) + "\n")
-    per_class.to_csv(per_class_csv, index=False, float_format="%.6g", lineterminator="\n")
+    write_json(cv_json, cv_results, sort_keys=False)
+    write_table(per_class, per_class_csv)
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,14 +174,20 @@ def plot_per_class_auc(per_class: pd.DataFrame, out: str | Path) -> None:
     height = max(3.0, 0.22 * len(table) + 1)
     figure, axis = plt.subplots(figsize=(7, height))
     positions = np.arange(len(table))
-    axis.barh(positions - 0.2, table["oof_auc"], height=0.4, label="CNN (out of fold)")
-    axis.barh(
-        positions + 0.2, table["baseline_oof_auc"], height=0.4, label="baseline", color="lightgray"
-    )
+    bars = [
+        ("oof_auc", "CNN (out of fold)", "tab:blue"),
+        ("baseline_oof_auc", "baseline", "lightgray"),
+    ]
+    if "reference_oof_auc" in table:
+        bars.append(("reference_oof_auc", "pretrained reference", "tab:orange"))
+    bar_height = 0.8 / len(bars)
+    for index, (column, label, colour) in enumerate(bars):
+        offset = (index - (len(bars) - 1) / 2) * bar_height
+        axis.barh(positions + offset, table[column], height=bar_height, label=label, color=colour)
     axis.set_yticks(positions, table["class"], fontsize=7)
     axis.set(xlabel="ROC-AUC", xlim=(0, 1), title="Per-class AUC")
     axis.axvline(0.5, color="black", linewidth=0.5)
-    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(bars))
     _save(plt, figure, out)
 
 
@@ -263,3 +287,84 @@ def plot_hyperparameters_vs_score(results: Mapping, out: str | Path) -> None:
     for axis in list(axes.flat)[len(names) :]:
         axis.set_visible(False)
     _save(plt, figure, out)
+
+
+# --------------------------------------------------------------------------------------------
+# the report's first page
+
+
+def _verdict(cnn: float, baseline: float, reference: float | None) -> str:
+    """Whether the CNN learned, as an RST admonition."""
+    if not cnn > baseline:
+        return (
+            ".. warning::\n\n"
+            f"   **The CNN has not learned.** Its cross-validated AUC ({cnn:.3f}) does not beat "
+            f"a logistic regression on band statistics ({baseline:.3f}). Do not use these "
+            "models. With weakly labelled recordings, check that "
+            "training.sampling.activity_power > 0 and training.normalization is denoised; "
+            "train longer or from pretrained weights (model.weights).\n"
+        )
+    lead = f"The CNN beats the baseline by {cnn - baseline:+.3f}"
+    if reference is None:
+        return f".. note::\n\n   {lead}. The pretrained reference was not run.\n"
+    if cnn > reference:
+        return f".. note::\n\n   {lead} and the pretrained reference by {cnn - reference:+.3f}.\n"
+    return (
+        ".. note::\n\n"
+        f"   {lead}, but stays {reference - cnn:.3f} below the pretrained reference: "
+        "embeddings of a model trained on millions of recordings still know more than this "
+        "one learned from these.\n"
+    )
+
+
+def results_summary(cv_results: Mapping, soundscape_scores: Mapping | None = None) -> str:
+    """RST for the report's first page: CV and OOF macro-AUC of the CNN, the baseline and the
+    reference per fold, the soundscape score, and whether the CNN learned."""
+    rows = [("CNN (EfficientNet-B0)", cv_results)]
+    for key, name in (("baseline", "baseline"), ("reference", "pretrained reference")):
+        if key in cv_results:
+            rows.append((f"{name}: {cv_results[key].get('model', '')}", cv_results[key]))
+    folds = sorted(
+        {name for _, block in rows for name in block["individual_folds"]},
+        key=lambda name: int(name.split("_")[-1]),
+    )
+    header = ["model", "CV mean ± std", "out of fold", *(name.replace("_", " ") for name in folds)]
+    lines = [
+        "Results summary",
+        "---------------",
+        "",
+        "Macro ROC-AUC (the BirdCLEF metric), every model on the same cross-validation folds.",
+        "",
+        ".. list-table::",
+        "   :header-rows: 1",
+        "",
+    ]
+    for index, (name, block) in enumerate(rows):
+        summary = block["cv_results"]
+        per_fold = [block["individual_folds"].get(fold, {}).get("val_auc") for fold in folds]
+        cells = [
+            name,
+            f"{summary['mean_val_auc']:.3f} ± {summary['std_val_auc']:.3f}",
+            f"{summary['oof_val_auc']:.3f}",
+            *("–" if value is None else f"{value:.3f}" for value in per_fold),
+        ]
+        for row in ([header] if index == 0 else []) + [cells]:
+            lines.append(f"   * - {row[0]}")
+            lines.extend(f"     - {cell}" for cell in row[1:])
+    lines.append("")
+    if soundscape_scores is not None:
+        lines += [
+            f"Test soundscapes (window labels): macro-AUC {soundscape_scores['macro_auc']:.3f} "
+            f"over {soundscape_scores['windows']} windows, "
+            f"{soundscape_scores['scored_classes']} classes scored.",
+            "",
+        ]
+    reference = cv_results.get("reference", {}).get("cv_results", {}).get("mean_val_auc")
+    lines.append(
+        _verdict(
+            cv_results["cv_results"]["mean_val_auc"],
+            cv_results["baseline"]["cv_results"]["mean_val_auc"],
+            reference,
+        )
+    )
+    return "\n".join(lines)

@@ -1,12 +1,15 @@
 """Config validation, path helpers and input functions shared by every rule file."""
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import min_version
 
 from dawnchorus.config import ConfigError, validate_config
+from dawnchorus.embeddings import EmbeddingSettings, ReferenceModelError, plan_reference
 from dawnchorus.predict import AUDIO_SUFFIXES
 from dawnchorus.tune import search_settings
 
@@ -169,4 +172,40 @@ def prediction_inputs(wildcards):
     }
     if SAMPLE_SUBMISSION.is_file():
         inputs["sample_submission"] = str(SAMPLE_SUBMISSION)
+    return inputs
+
+
+REFERENCE = config["reference"]
+try:
+    REFERENCE_PLAN = plan_reference(REFERENCE)
+except ReferenceModelError as error:
+    raise WorkflowError(str(error)) from None
+if REFERENCE_PLAN.skipped_because:
+    logger.warning(REFERENCE_PLAN.skipped_because)
+
+
+def embedding_files():
+    return expand(results_path("embeddings", "shard_{shard}.h5"), shard=SHARD_IDS)
+
+
+def embedding_settings():
+    """What the embedding shards depend on besides the model (a change reruns them); the batch
+    size changes memory, not results, so the script reads it from the config instead."""
+    settings = asdict(EmbeddingSettings.from_config(config))
+    del settings["batch_size"]
+    return settings
+
+
+def reference_metrics():
+    """The reference's metrics for the aggregate rule: none when the reference is skipped."""
+    return results_path("reference", "metrics.json") if REFERENCE_PLAN.enabled else []
+
+
+def summary_inputs(wildcards):
+    """The CV summary, and the soundscape score where window labels exist (the demo's)."""
+    inputs = {"cv_results": results_path("cv_results.json")}
+    if GROUND_TRUTH.is_file():
+        inputs["soundscape_scores"] = results_path(
+            "predictions", "soundscape_scores.json"
+        )
     return inputs

@@ -1,4 +1,5 @@
-# Cross-validation summary beside a simple baseline, and the plots of the Snakemake report.
+# Cross-validation summary beside a simple baseline (and the BirdNET reference when it runs), and
+# the plots of the Snakemake report.
 
 
 rule baseline:
@@ -35,6 +36,7 @@ rule aggregate:
         manifest=rules.manifest.output.manifest,
         classes=rules.manifest.output.classes,
         baseline=rules.baseline.output.metrics,
+        reference=reference_metrics(),
     output:
         cv_results=results_path("cv_results.json"),
         per_class=results_path("per_class_auc.csv"),
@@ -114,3 +116,26 @@ rule tuning_report:
         runtime=10,
     script:
         "../scripts/tuning_report.py"
+
+
+rule summary:
+    input:
+        unpack(summary_inputs),
+    output:
+        report(
+            results_path("report", "summary.rst"),
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+    log:
+        log_path("summary.log"),
+    benchmark:
+        benchmark_path("summary.tsv")
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/summary.py"

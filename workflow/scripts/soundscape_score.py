@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from dawnchorus.artifacts import write_json
 from dawnchorus.logs import log_to_file
 from dawnchorus.predict import score_soundscapes
 from dawnchorus.report import plot_soundscape_auc
-from dawnchorus.train import write_json
 
 with log_to_file(snakemake.log[0]):
     scores = score_soundscapes(

@@ -1,0 +1,68 @@
+"""The report's first page: every model's scores, and whether the CNN learned."""
+
+from __future__ import annotations
+
+import pytest
+
+from dawnchorus.report import results_summary
+
+
+def _block(mean: float, folds: dict[int, float], model: str = "") -> dict:
+    return {
+        "model": model,
+        "cv_results": {"mean_val_auc": mean, "std_val_auc": 0.01, "oof_val_auc": mean - 0.005},
+        "individual_folds": {f"fold_{k}": {"fold": k, "val_auc": v} for k, v in folds.items()},
+    }
+
+
+def _cv_results(cnn: float, baseline: float, reference: float | None = None) -> dict:
+    results = {
+        **_block(cnn, {0: cnn + 0.01, 1: cnn - 0.01}),
+        "baseline": _block(baseline, {0: baseline, 1: baseline}, "logistic regression"),
+    }
+    if reference is not None:
+        results["reference"] = _block(reference, {0: reference, 1: reference}, "BirdNET")
+    return results
+
+
+def test_summary_lists_every_model_per_fold_and_the_soundscape_score():
+    scores = {"macro_auc": 0.8771, "windows": 144, "scored_classes": 11}
+    summary = results_summary(_cv_results(0.912, 0.701, 0.899), scores)
+    assert "CNN (EfficientNet-B0)" in summary
+    assert "baseline: logistic regression" in summary and "pretrained reference: BirdNET" in summary
+    for text in ("0.912 ± 0.010", "0.907", "0.922", "0.902", "0.701 ± 0.010", "0.899 ± 0.010"):
+        assert text in summary
+    assert "macro-AUC 0.877 over 144 windows, 11 classes scored" in summary
+    assert "beats the baseline by +0.211 and the pretrained reference by +0.013" in summary
+    assert ".. warning::" not in summary
+
+
+def test_summary_warns_plainly_when_the_cnn_does_not_beat_the_baseline():
+    summary = results_summary(_cv_results(0.535, 0.611, 0.740))
+    assert ".. warning::" in summary and "The CNN has not learned" in summary
+    assert "0.535" in summary and "0.611" in summary
+    assert "Test soundscapes" not in summary  # no labels, no score
+    assert "has not learned" in results_summary(_cv_results(0.611, 0.611))
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [(None, "The pretrained reference was not run"), (0.95, "below the pretrained reference")],
+)
+def test_summary_says_where_the_cnn_stands_against_the_reference(reference, expected):
+    summary = results_summary(_cv_results(0.85, 0.70, reference))
+    assert expected in summary and ".. warning::" not in summary
+    assert ("pretrained reference:" in summary) == (reference is not None)
+
+
+def test_summary_is_valid_restructured_text():
+    from docutils.core import publish_parts
+
+    html = publish_parts(
+        results_summary(
+            _cv_results(0.5, 0.6, 0.7), {"macro_auc": 0.5, "windows": 1, "scored_classes": 1}
+        ),
+        writer="html",
+        settings_overrides={"halt_level": 2},  # a warning in the markup fails the test
+    )["html_body"]
+    assert "<table" in html and "has not learned" in html
