@@ -35,8 +35,12 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from dawnchorus.audio import last_partial_window
-from dawnchorus.manifest import TRAIN_AUDIO_DIR, read_manifest
-from dawnchorus.shards import RaggedShardWriter, decoded_recordings, remove_stale_temporaries
+from dawnchorus.shards import (
+    RaggedShardWriter,
+    decoded_recordings,
+    remove_stale_temporaries,
+    shard_recordings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -353,16 +357,13 @@ def embedding_stage(
     threads: int = 1,
 ) -> EmbeddingSummary:
     """The `embeddings` rule: embed the manifest recordings of spectrogram shard `shard`."""
-    manifest = read_manifest(manifest_csv)
-    rows = manifest[manifest["shard"] == shard]
-    audio_root = Path(data_dir) / TRAIN_AUDIO_DIR
-    recordings = [(name, audio_root / name) for name in rows["filename"]]
+    recordings, listed_seconds = shard_recordings(manifest_csv, data_dir, shard)
     model = EmbeddingModel(model_path, threads=threads)
     log.info(
         "shard %d: %d recording(s), %.1f s of audio listed; model %s (sha256 %s, %d-d)",
         shard,
         len(recordings),
-        rows["duration_s"].sum(),
+        listed_seconds,
         model.path,
         model.sha256[:12],
         model.dim,

@@ -374,6 +374,17 @@ def shard_table(paths: Sequence[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["filename", "shard_file", "status", "n_frames", "reason"])
 
 
+def shard_recordings(
+    manifest_csv: str | Path, data_dir: str | Path, shard: int
+) -> tuple[list[tuple[str, Path]], float]:
+    """(filename, audio path) of the manifest recordings assigned to `shard`, and their seconds
+    of audio as listed in the manifest."""
+    manifest = read_manifest(manifest_csv)
+    rows = manifest[manifest["shard"] == shard]
+    audio_root = Path(data_dir) / TRAIN_AUDIO_DIR
+    return [(name, audio_root / name) for name in rows["filename"]], rows["duration_s"].sum()
+
+
 def spectrogram_stage(
     manifest_csv: str | Path,
     data_dir: str | Path,
@@ -383,15 +394,9 @@ def spectrogram_stage(
     threads: int = 1,
 ) -> ShardSummary:
     """The `spectrograms` rule: build shard `shard` from the manifest rows assigned to it."""
-    manifest = read_manifest(manifest_csv)
-    rows = manifest[manifest["shard"] == shard]
-    audio_root = Path(data_dir) / TRAIN_AUDIO_DIR
-    recordings = [(name, audio_root / name) for name in rows["filename"]]
+    recordings, listed_seconds = shard_recordings(manifest_csv, data_dir, shard)
     log.info(
-        "shard %d: %d recording(s), %.1f s of audio listed",
-        shard,
-        len(recordings),
-        rows["duration_s"].sum(),
+        "shard %d: %d recording(s), %.1f s of audio listed", shard, len(recordings), listed_seconds
     )
     with threadpool_limits(limits=threads):
         summary = build_shard(recordings, out_path, params, progress=True)
