@@ -271,12 +271,11 @@ def ensemble_function(models: Sequence, metadata: Mapping, tflite_compatible: bo
     @tf.function(input_signature=[tf.TensorSpec([None, frames, n_mels], tf.float32)])
     def ensemble(chunks):
         images = window_to_image(chunks, metadata["normalization"])
+        if tflite_compatible:  # one resize for every fold (models[0]'s, as the matrices are)
+            shared = tf.matmul(tf.matmul(rows, images[..., 0]), columns)[..., tf.newaxis]
         probabilities = []
         for model, tail in zip(models, tails, strict=True):
-            if tflite_compatible:
-                resized = tf.matmul(tf.matmul(rows, images[..., 0]), columns)[..., tf.newaxis]
-            else:
-                resized = model.get_layer("resize")(images)
+            resized = shared if tflite_compatible else model.get_layer("resize")(images)
             head = tail(resized, training=False)
             probabilities.append(tf.cast(frames_to_segments(head, n_segments), tf.float32))
         return tf.add_n(probabilities) / len(probabilities)
