@@ -16,6 +16,7 @@ from dawnchorus.cli import main
 from dawnchorus.config import AudioParams, ConfigError, load_config, section_defaults
 from dawnchorus.features import log_mel
 from dawnchorus.modelcard import ModelFileError, model_metadata, read_metadata
+from dawnchorus.postprocess import scale_by_top_windows, smooth_over_windows
 from dawnchorus.predict import (
     ExportError,
     PredictionError,
@@ -308,6 +309,30 @@ def test_submission_keeps_every_row_of_bad_soundscapes(tmp_path, tiny_demo, expo
     assert (filled == SETTINGS["fallback_probability"]).all()
 
 
+def test_a_listed_soundscape_without_audio_keeps_its_rows_and_is_a_problem(
+    tmp_path, tiny_demo, exported
+):
+    soundscapes = sorted((tiny_demo / "test_soundscapes").glob("*.ogg"))
+    sample = pd.read_csv(tiny_demo / "sample_submission.csv")
+    missing = soundscapes[0].stem
+    assert sample["row_id"].str.startswith(missing + "_").sum() == 12
+    submission, problems = soundscape_submission(
+        soundscapes[1:],
+        load_ensemble([exported[0]]),
+        _classes(tiny_demo),
+        SETTINGS,
+        tiny_demo / "sample_submission.csv",
+    )
+    assert sorted(submission["row_id"]) == sorted(sample["row_id"])
+    rows = submission.set_index("row_id").loc[
+        sample["row_id"][sample["row_id"].str.startswith(missing + "_")]
+    ]
+    assert (rows == SETTINGS["fallback_probability"]).all().all()
+    assert problems["filename"].tolist() == [missing]
+    assert problems.loc[0, ["predicted_rows", "filled_rows"]].tolist() == [0, 12]
+    assert "no audio file" in problems.loc[0, "reason"]
+
+
 def test_empty_soundscape_folder_gives_a_header_only_submission(tiny_demo, exported):
     submission, problems = soundscape_submission(
         [], load_ensemble([exported[0]]), _classes(tiny_demo), SETTINGS
@@ -386,6 +411,34 @@ def test_predict_command_on_a_folder_with_a_bad_file(tmp_path, folds, capsys):
     )  # fmt: skip
     assert code == 0
     assert pd.read_csv(top)["rank"].tolist() == [1, 2]
+
+
+def test_predict_command_smooths_unless_told_not_to(tmp_path, folds, capsys):
+    recording = write_audio(tmp_path / "dawn.wav", tone(30.0, 32000), 32000)
+    tables = {}
+    for name, options in {
+        "raw": ["--smoothing-kernel", "1"],
+        "spelt_out": ["--smoothing-kernel", "0.25,0.5,0.25"],
+        "default": [],
+        "scaled": ["--smoothing-kernel", "1", "--scale-by-top-windows", "2"],
+    }.items():
+        out = tmp_path / f"{name}.csv"
+        argv = ["predict", "--models", *map(str, folds), "--out", str(out), *options]
+        assert main([*argv, str(recording)]) == 0
+        tables[name] = pd.read_csv(out).iloc[:, 3:].to_numpy()
+    raw = tables["raw"]
+    assert raw.shape[0] == 6
+    np.testing.assert_allclose(
+        tables["default"], smooth_over_windows(raw, [0.25, 0.5, 0.25]), atol=2e-6
+    )
+    np.testing.assert_array_equal(tables["spelt_out"], tables["default"])
+    np.testing.assert_allclose(tables["scaled"], scale_by_top_windows(raw, 2), atol=2e-6)
+    argv = ["predict", "--models", str(folds[0]), "--out", str(tmp_path / "x.csv")]
+    assert main([*argv, "--smoothing-kernel", "1,1", str(recording)]) == 2
+    assert "odd number of weights" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's usage error
+        main([*argv, "--smoothing-kernel", "0.25,x,0.25", str(recording)])
+    assert "not a comma-separated list" in capsys.readouterr().err
 
 
 def test_predict_command_refuses_what_it_cannot_use(tmp_path, folds, capsys):

@@ -131,14 +131,44 @@ def _add_predict(subparsers) -> None:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--smoothing-kernel",
+        type=_weights,
+        default=defaults["smoothing_kernel"],
+        metavar="W,W,W",
+        help="each window's probabilities become the weighted mean of it and its neighbours "
+        "with these comma-separated weights (an odd number of them; 1 = off; default: "
+        + ",".join(f"{weight:g}" for weight in defaults["smoothing_kernel"])
+        + ")",
+    )
+    parser.add_argument(
+        "--scale-by-top-windows",
+        type=int,
+        default=defaults["scale_by_top_windows"],
+        metavar="K",
+        help="multiply each window's probability of a class by the mean of the class's K "
+        "highest windows in the recording (0 = off; default: %(default)s)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="default: all CPU cores"
     )
     parser.set_defaults(handler=_run_predict)
 
 
+def _weights(text: str) -> list[float]:
+    """'0.25,0.5,0.25' -> [0.25, 0.5, 0.25] (one option value: a list of values would swallow
+    the recordings that follow it on the command line)."""
+    try:
+        return [float(weight) for weight in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of numbers"
+        ) from None
+
+
 def _run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from dawnchorus.postprocess import kernel_problem
     from dawnchorus.predict import (
         detections_table,
         find_recordings,
@@ -150,6 +180,10 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise ValueError("--top-k must be at least 1")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise ValueError("--threshold must be between 0 and 1")
+    if problem := kernel_problem(args.smoothing_kernel):
+        raise ValueError(f"--smoothing-kernel {problem}")
+    if args.scale_by_top_windows < 0:
+        raise ValueError("--scale-by-top-windows must be 0 (off) or more")
     recordings = find_recordings(args.inputs)
     if not recordings:
         raise ValueError(f"no audio files in {' '.join(args.inputs)}")
@@ -158,7 +192,14 @@ def _run_predict(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp")
     failed, windows = 0, 0
-    predictions = predict_recordings(recordings, ensemble, args.batch_size, args.min_last_window)
+    predictions = predict_recordings(
+        recordings,
+        ensemble,
+        args.batch_size,
+        args.min_last_window,
+        args.smoothing_kernel,
+        args.scale_by_top_windows,
+    )
     with open(temporary, "w", encoding="utf-8", newline="") as handle:
         progress = tqdm(predictions, total=len(recordings), unit="file", disable=None)
         for index, prediction in enumerate(progress):

@@ -20,6 +20,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from dawnchorus.postprocess import kernel_problem
+
 _REPO_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 _PACKAGED_SCHEMA = Path(__file__).resolve().parent / "config.schema.yaml"
 
@@ -157,6 +159,9 @@ def _semantic_problems(config: Mapping) -> Iterator[str]:
             f"{round(segments)} windows of model.input_s: use at least "
             f"{BACKBONE_STRIDE * round(segments)}"
         )
+    problem = kernel_problem(config["predict"]["smoothing_kernel"])
+    if problem:
+        yield f"predict.smoothing_kernel {problem}"
     n_folds = config["folds"]["n_folds"]
     for key in ("folds.train", "debug.folds"):
         section, name = key.split(".")

@@ -46,6 +46,7 @@ from dawnchorus.modelcard import (
     read_metadata,
     segments,
 )
+from dawnchorus.postprocess import NO_SMOOTHING, postprocess
 
 log = logging.getLogger(__name__)
 
@@ -396,9 +397,13 @@ def predict_recordings(
     ensemble: Ensemble,
     batch_size: int,
     min_last_window_s: float,
+    smoothing_kernel: Sequence[float] = NO_SMOOTHING,
+    top_windows: int = 0,
 ) -> Iterator[FilePrediction]:
     """Predict each recording in turn; a recording that cannot be decoded is reported in its
-    FilePrediction.error, never raised, so one bad file does not stop the others."""
+    FilePrediction.error, never raised, so one bad file does not stop the others. Each
+    recording's rows are post-processed (`postprocess.postprocess`: the smoothing kernel, then
+    the top-window scaling) once all of them are known."""
     params = ensemble.params
     # a batch holds whole chunks: a chunk split across two batches would be predicted as two
     batch_size = max(1, batch_size // ensemble.segments) * ensemble.segments
@@ -461,7 +466,7 @@ def predict_recordings(
             yield FilePrediction(
                 Path(paths[index]),
                 window_end_seconds(len(probabilities), params.window_s),
-                probabilities,
+                postprocess(probabilities, smoothing_kernel, top_windows),
                 error,
             )
     finally:
@@ -507,7 +512,8 @@ def soundscape_submission(
     A soundscape that cannot be (fully) decoded, or is shorter than the sample submission expects,
     keeps the rows it has; its missing rows (those of the sample submission for it, else
     `fallback_duration_s` worth for an undecodable one) get `fallback_probability`, and `problems`
-    says which file, why, and how many rows were filled.
+    says which file, why, and how many rows were filled. A soundscape of the sample submission
+    without an audio file keeps its rows too (all filled) and gets a `problems` row.
     """
     check_classes(ensemble.classes, classes, "the taxonomy")
     expected_rows: dict[str, list[str]] = {}
@@ -519,10 +525,16 @@ def soundscape_submission(
     window_s = ensemble.params.window_s
     fallback_windows = max(1, math.ceil(settings["fallback_duration_s"] / window_s))
 
-    blocks, problems = [], []
+    blocks: list[tuple[str, pd.DataFrame]] = []  # (soundscape stem, its rows)
+    problems = []
     ordered = sorted(map(Path, soundscapes), key=lambda path: path.stem)
     predictions = predict_recordings(
-        ordered, ensemble, settings["batch_size"], settings["min_last_window_s"]
+        ordered,
+        ensemble,
+        settings["batch_size"],
+        settings["min_last_window_s"],
+        settings["smoothing_kernel"],
+        settings["scale_by_top_windows"],
     )
     # in a job's log (not a terminal) a progress line every 10 s, not one per file
     progress = tqdm(predictions, total=len(ordered), unit="file", mininterval=10)
@@ -559,9 +571,29 @@ def soundscape_submission(
             block = pd.concat([block, fill], ignore_index=True)
             ids = ids + filled
         block.insert(0, "row_id", ids)
-        blocks.append(block)
+        blocks.append((stem, block))
+    # soundscapes the sample submission lists but that have no audio file: their rows are kept
+    predicted_stems = {path.stem for path in ordered}
+    for stem, wanted in expected_rows.items():
+        if stem in predicted_stems:
+            continue
+        reason = "no audio file for this soundscape of sample_submission.csv"
+        log.warning("%s: %s; %d row(s) filled", stem, reason, len(wanted))
+        problems.append(
+            {"filename": stem, "reason": reason, "predicted_rows": 0, "filled_rows": len(wanted)}
+        )
+        block = pd.DataFrame(
+            settings["fallback_probability"], index=range(len(wanted)), columns=list(classes)
+        )
+        block.insert(0, "row_id", wanted)
+        blocks.append((stem, block))
     columns = ["row_id", *classes]
-    submission = pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(columns=columns)
+    blocks.sort(key=lambda stem_and_rows: stem_and_rows[0])  # stable: same-stem files keep order
+    submission = (
+        pd.concat([rows for _, rows in blocks], ignore_index=True)
+        if blocks
+        else pd.DataFrame(columns=columns)
+    )
     problem_table = pd.DataFrame(
         problems, columns=["filename", "reason", "predicted_rows", "filled_rows"]
     )
