@@ -56,6 +56,8 @@ rule predict:
                 "min_last_window_s",
                 "fallback_probability",
                 "fallback_duration_s",
+                "smoothing_kernel",
+                "scale_by_top_windows",
             )
         },
     script:
