@@ -527,6 +527,29 @@ def soundscape_submission(
 
     blocks: list[tuple[str, pd.DataFrame]] = []  # (soundscape stem, its rows)
     problems = []
+
+    def fallback_rows(source: Path, reason: str, predicted: int, filled: int) -> pd.DataFrame:
+        """Record a soundscape's problem (the log names its path, problems.csv its file name);
+        the `filled` rows of fallback probabilities it needs."""
+        fallback = settings["fallback_probability"]
+        log.warning(
+            "%s: %s; %d window(s) predicted, %d row(s) filled with %g",
+            source,
+            reason,
+            predicted,
+            filled,
+            fallback,
+        )
+        problems.append(
+            {
+                "filename": source.name,
+                "reason": reason,
+                "predicted_rows": predicted,
+                "filled_rows": filled,
+            }
+        )
+        return pd.DataFrame(fallback, index=range(filled), columns=list(classes))
+
     ordered = sorted(map(Path, soundscapes), key=lambda path: path.stem)
     predictions = predict_recordings(
         ordered,
@@ -549,25 +572,7 @@ def soundscape_submission(
         filled = [row_id for row_id in wanted if row_id not in predicted]
         if prediction.error is not None or filled:
             reason = prediction.error or "shorter than sample_submission.csv expects"
-            log.warning(
-                "%s: %s; %d window(s) predicted, %d row(s) filled with %g",
-                prediction.path,
-                reason,
-                len(ids),
-                len(filled),
-                settings["fallback_probability"],
-            )
-            problems.append(
-                {
-                    "filename": prediction.path.name,
-                    "reason": reason,
-                    "predicted_rows": len(ids),
-                    "filled_rows": len(filled),
-                }
-            )
-            fill = pd.DataFrame(
-                settings["fallback_probability"], index=range(len(filled)), columns=list(classes)
-            )
+            fill = fallback_rows(prediction.path, reason, len(ids), len(filled))
             block = pd.concat([block, fill], ignore_index=True)
             ids = ids + filled
         block.insert(0, "row_id", ids)
@@ -575,18 +580,11 @@ def soundscape_submission(
     # soundscapes the sample submission lists but that have no audio file: their rows are kept
     predicted_stems = {path.stem for path in ordered}
     for stem, wanted in expected_rows.items():
-        if stem in predicted_stems:
-            continue
-        reason = "no audio file for this soundscape of sample_submission.csv"
-        log.warning("%s: %s; %d row(s) filled", stem, reason, len(wanted))
-        problems.append(
-            {"filename": stem, "reason": reason, "predicted_rows": 0, "filled_rows": len(wanted)}
-        )
-        block = pd.DataFrame(
-            settings["fallback_probability"], index=range(len(wanted)), columns=list(classes)
-        )
-        block.insert(0, "row_id", wanted)
-        blocks.append((stem, block))
+        if stem not in predicted_stems:
+            reason = "no audio file for this soundscape of sample_submission.csv"
+            block = fallback_rows(Path(stem), reason, 0, len(wanted))
+            block.insert(0, "row_id", wanted)
+            blocks.append((stem, block))
     columns = ["row_id", *classes]
     blocks.sort(key=lambda stem_and_rows: stem_and_rows[0])  # stable: same-stem files keep order
     submission = (
