@@ -51,6 +51,16 @@ from dawnchorus.postprocess import NO_SMOOTHING, postprocess
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = frozenset({".ogg", ".oga", ".opus", ".flac", ".wav", ".mp3", ".aif", ".aiff"})
+# the `predict` config keys soundscape_submission reads: the predict rule passes exactly these
+# (changing another key, e.g. the export's tolerance, does not rerun the predictions)
+SUBMISSION_SETTINGS = (
+    "batch_size",
+    "min_last_window_s",
+    "fallback_probability",
+    "fallback_duration_s",
+    "smoothing_kernel",
+    "scale_by_top_windows",
+)
 _QUEUED_BATCHES = 4  # decoded batches waiting for the model: bounds memory, keeps it busy
 _TFLITE_CALL_WINDOWS = 4
 
@@ -508,6 +518,7 @@ def soundscape_submission(
     sample_submission: str | Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(submission, problems): one row per window of every soundscape, `classes` columns.
+    `settings`: the predict config's SUBMISSION_SETTINGS.
 
     A soundscape that cannot be (fully) decoded, or is shorter than the sample submission expects,
     keeps the rows it has; its missing rows (those of the sample submission for it, else

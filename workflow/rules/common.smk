@@ -10,7 +10,7 @@ from snakemake.utils import min_version
 
 from dawnchorus.config import ConfigError, validate_config
 from dawnchorus.embeddings import EmbeddingSettings, ReferenceModelError, plan_reference
-from dawnchorus.predict import AUDIO_SUFFIXES
+from dawnchorus.predict import AUDIO_SUFFIXES, SUBMISSION_SETTINGS
 from dawnchorus.tune import search_settings
 
 min_version("9.0")

@@ -49,17 +49,7 @@ rule predict:
         mem_mb=8000,
         runtime=120,
     params:
-        settings={
-            key: PREDICT[key]
-            for key in (
-                "batch_size",
-                "min_last_window_s",
-                "fallback_probability",
-                "fallback_duration_s",
-                "smoothing_kernel",
-                "scale_by_top_windows",
-            )
-        },
+        settings={key: PREDICT[key] for key in SUBMISSION_SETTINGS},
     script:
         "../scripts/predict.py"
 
