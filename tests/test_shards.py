@@ -18,6 +18,7 @@ from dawnchorus.config import AudioParams, load_config
 from dawnchorus.features import log_mel
 from dawnchorus.shards import (
     FORMAT_VERSION,
+    ClipStore,
     ShardError,
     build_shard,
     index_stage,
@@ -89,6 +90,11 @@ def test_a_shard_with_no_recordings_is_valid(tmp_path, params):
     build_shard([], out, params)
     with open_shard(out, params) as shard:
         assert len(shard.filenames) == 0 and shard.mel.shape == (0, params.n_mels)
+        assert len(shard.offsets) == len(shard.n_frames) == 0
+    # and a training job can open it beside others (its clip table once had one offset too many)
+    store = ClipStore([out], params, ["not/stored.ogg"], ram_budget_mb=64)
+    assert store.missing == ["not/stored.ogg"]
+    store.close()
 
 
 def test_other_feature_parameters_are_refused_by_name(tmp_path, params, recordings):

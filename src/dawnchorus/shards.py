@@ -147,7 +147,7 @@ class RaggedShardWriter:
     def _finish(self) -> None:
         self._flush()
         lengths = np.asarray(self._lengths, dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        offsets = np.cumsum(lengths) - lengths  # an empty shard has none, not [0]
         datasets = {
             "offset": (offsets, np.int64),
             self.length_name: (lengths, np.int64),
