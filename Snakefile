@@ -13,6 +13,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/self_training.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
 

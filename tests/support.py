@@ -116,6 +116,42 @@ def truncated_ogg(seconds: float, keep_fraction: float) -> bytes:
     return data[: int(len(data) * keep_fraction)]
 
 
+def save_fold_model(path, classes, seed, normalization="minmax", head="pool"):
+    """An untrained model whose probabilities still spread over (0, 1) and differ per window.
+
+    pool: one window in, 32x32 images; sed: two windows (10 s) in, 32x64 images."""
+    import keras
+
+    from dawnchorus.config import AudioParams, section_defaults
+    from dawnchorus.model import build_model
+    from dawnchorus.modelcard import model_metadata
+    from dawnchorus.train import save_for_inference
+
+    params = AudioParams.from_config(section_defaults("audio"))
+    segments = 1 if head == "pool" else 2
+    model = build_model(
+        len(classes),
+        (params.n_mels, params.crop_frames(segments), 1),
+        (32, 32 * segments),
+        head=head,
+    )
+    rng = np.random.default_rng(seed)
+    # an untrained backbone's features are tiny: scale the logits to a spread of about 2
+    last, features_layer = (
+        ("logits", "dropout") if head == "pool" else ("frame_logits", "frame_dropout")
+    )
+    before = keras.Model(model.input, model.get_layer(features_layer).output)
+    features = before.predict_on_batch(rng.uniform(size=(8, *model.input_shape[1:])))
+    kernel, bias = model.get_layer(last).get_weights()
+    scale = 2.0 / (features.std() * np.sqrt(kernel.shape[0]) + 1e-12)
+    model.get_layer(last).set_weights(
+        [(rng.normal(0, 1, kernel.shape) * scale).astype("float32"), bias]
+    )
+    metadata = model_metadata(classes, params, normalization, segments * params.window_s, head)
+    save_for_inference(model, path, metadata)
+    return path
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -247,8 +247,8 @@ def cluster_run(slurm_cluster, tmp_path_factory, tiny_demo) -> ClusterRun:
 
 
 def test_debug_dag_runs_every_job_on_its_partition(cluster_run):
-    """tune and train_fold: their own jobs on free-gpu with a V100, 32 GB and 8 CPUs; the rest
-    on cpu."""
+    """tune and the training rules: their own jobs on free-gpu with a V100, 32 GB and 8 CPUs;
+    pseudo_labels on a V100 with 16 GB and 4 CPUs; the rest on cpu."""
     assert cluster_run.returncode == 0, cluster_run.output[-6000:]
     print(f"\ndebug DAG through SLURM: {cluster_run.seconds:.0f} s")
     for name in (
@@ -273,6 +273,9 @@ def test_debug_dag_runs_every_job_on_its_partition(cluster_run):
         "reference": 1,
         "tune": 1,
         "train_fold": 2,  # cancelled once, resubmitted
+        "soundscape_spectrograms": 2,
+        "pseudo_labels": 2,
+        "train_round_fold": 1,  # debug.yaml's one self-training round
         "aggregate": 1,
         "report": 1,
         "summary": 1,
@@ -283,10 +286,13 @@ def test_debug_dag_runs_every_job_on_its_partition(cluster_run):
     }, jobs
     for job in jobs:
         tres = dict(item.split("=") for item in job.req_tres.split(","))
-        if job.rule in ("tune", "train_fold"):
+        if job.rule in ("tune", "train_fold", "train_round_fold"):
             assert job.partition == "free-gpu", job
             assert tres["gres/gpu:v100"] == "1", job
             assert tres["mem"] == "32000M" and tres["cpu"] == "8", job
+        elif job.rule == "pseudo_labels":
+            assert job.partition == "free-gpu" and tres["gres/gpu:v100"] == "1", job
+            assert tres["mem"] == "16000M" and tres["cpu"] == "4", job
         else:
             assert job.partition == "cpu", job
             assert "gres/gpu" not in tres, job

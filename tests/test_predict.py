@@ -10,13 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from support import tone, truncated_ogg, write_audio
+from support import save_fold_model, tone, truncated_ogg, write_audio
 
 from dawnchorus.cli import main
 from dawnchorus.config import AudioParams, ConfigError, load_config, section_defaults
 from dawnchorus.features import log_mel
-from dawnchorus.modelcard import ModelFileError, model_metadata, read_metadata
-from dawnchorus.postprocess import scale_by_top_windows, smooth_over_windows
+from dawnchorus.modelcard import ModelFileError, read_metadata
+from dawnchorus.postprocess import (
+    merge_overlapping_windows,
+    scale_by_top_windows,
+    smooth_over_windows,
+)
 from dawnchorus.predict import (
     ExportError,
     PredictionError,
@@ -39,44 +43,11 @@ def _classes(data):
     return list(pd.read_csv(data / "taxonomy.csv")["primary_label"])
 
 
-def _save_fold_model(path, classes, seed, normalization="minmax", head="pool"):
-    """An untrained model whose probabilities still spread over (0, 1) and differ per window.
-
-    pool: one window in, 32x32 images; sed: two windows (10 s) in, 32x64 images."""
-    import keras
-
-    from dawnchorus.model import build_model
-    from dawnchorus.train import save_for_inference
-
-    segments = 1 if head == "pool" else 2
-    model = build_model(
-        len(classes),
-        (PARAMS.n_mels, PARAMS.crop_frames(segments), 1),
-        (32, 32 * segments),
-        head=head,
-    )
-    rng = np.random.default_rng(seed)
-    # an untrained backbone's features are tiny: scale the logits to a spread of about 2
-    last, features_layer = (
-        ("logits", "dropout") if head == "pool" else ("frame_logits", "frame_dropout")
-    )
-    before = keras.Model(model.input, model.get_layer(features_layer).output)
-    features = before.predict_on_batch(rng.uniform(size=(8, *model.input_shape[1:])))
-    kernel, bias = model.get_layer(last).get_weights()
-    scale = 2.0 / (features.std() * np.sqrt(kernel.shape[0]) + 1e-12)
-    model.get_layer(last).set_weights(
-        [(rng.normal(0, 1, kernel.shape) * scale).astype("float32"), bias]
-    )
-    metadata = model_metadata(classes, PARAMS, normalization, segments * PARAMS.window_s, head)
-    save_for_inference(model, path, metadata)
-    return path
-
-
 @pytest.fixture(scope="module")
 def folds(tmp_path_factory, tiny_demo):
     root = tmp_path_factory.mktemp("folds")
     classes = _classes(tiny_demo)
-    return [_save_fold_model(root / f"fold_{k}.keras", classes, seed=k) for k in range(2)]
+    return [save_fold_model(root / f"fold_{k}.keras", classes, seed=k) for k in range(2)]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +62,7 @@ def sed_folds(tmp_path_factory, tiny_demo):
     classes = _classes(tiny_demo)
     return [
         # denoised: the export must also run its per-band background (top_k) in TFLite
-        _save_fold_model(root / f"fold_{k}.keras", classes, k, "denoised", head="sed")
+        save_fold_model(root / f"fold_{k}.keras", classes, k, "denoised", head="sed")
         for k in range(2)
     ]
 
@@ -250,10 +221,10 @@ def test_model_file_problems_are_named(tmp_path, folds, tiny_demo):
     garbage.write_bytes(b"not a zip")
     with pytest.raises(ModelFileError, match=r"not a readable \.keras model"):
         load_ensemble([garbage])
-    other = _save_fold_model(tmp_path / "other.keras", _classes(tiny_demo), 3, "fixed")
+    other = save_fold_model(tmp_path / "other.keras", _classes(tiny_demo), 3, "fixed")
     with pytest.raises(PredictionError, match="differ in normalization"):
         load_ensemble([folds[0], other])
-    longer = _save_fold_model(tmp_path / "sed.keras", _classes(tiny_demo), 3, head="sed")
+    longer = save_fold_model(tmp_path / "sed.keras", _classes(tiny_demo), 3, head="sed")
     with pytest.raises(PredictionError, match="differ in input_s"):
         load_ensemble([folds[0], longer])
     older = tmp_path / "older.keras"
@@ -453,3 +424,35 @@ def test_predict_command_refuses_what_it_cannot_use(tmp_path, folds, capsys):
 def test_export_card_is_json_beside_the_model(exported):
     out, card = exported
     assert json.loads(out.with_suffix(".json").read_text()) == card
+
+
+def test_overlapping_windows_are_predicted_and_merged_into_the_rows(tmp_path, folds, sed_folds):
+    """hops_per_window 2: the windows halfway between whole rows are cut from the audio,
+    predicted like the rows' own and averaged into both rows they overlap."""
+    samples = tone(17.0, 32000)[:, 0]  # three whole rows and a filled 2-s last one
+    recording = write_audio(tmp_path / "dusk.wav", samples, 32000)
+    ensemble = load_ensemble(folds)
+
+    def rows(hops):
+        (prediction,) = predict_recordings([recording], ensemble, 4, 1.0, [1.0], 0, hops)
+        return prediction
+
+    plain, overlapped = rows(1), rows(2)
+    assert overlapped.end_s == plain.end_s == [5, 10, 15, 20]
+    size = PARAMS.window_samples
+    halfway = np.stack(
+        [
+            window_features(samples[start : start + size], PARAMS)
+            for start in (size // 2, 3 * size // 2)
+        ]
+    )
+    between = ensemble.predict(halfway)[:, None, :]
+    np.testing.assert_allclose(
+        overlapped.probabilities,
+        merge_overlapping_windows(plain.probabilities, between, 2),
+        atol=2e-6,
+    )
+    assert not np.allclose(overlapped.probabilities[:3], plain.probabilities[:3])
+    np.testing.assert_allclose(overlapped.probabilities[3], plain.probabilities[3], atol=1e-7)
+    with pytest.raises(PredictionError, match="one window per input"):
+        next(predict_recordings([recording], load_ensemble(sed_folds), 4, 1.0, [1.0], 0, 2))

@@ -8,7 +8,8 @@ import yaml
 from support import REPO_ROOT
 
 PROFILE = yaml.safe_load((REPO_ROOT / "profiles" / "slurm" / "config.yaml").read_text())
-GPU_RULES = ("tune", "tune_worker", "train_fold")
+TRAINING_RULES = ("tune", "tune_worker", "train_fold", "train_round_fold")
+GPU_RULES = (*TRAINING_RULES, "pseudo_labels")
 
 
 def declared_threads() -> dict[str, int]:
@@ -28,7 +29,7 @@ def test_cpus_per_task_repeats_the_rules_threads():
         assert rule in threads, f"profile names rule {rule}, which does not exist"
         if "cpus_per_task" in resources:
             assert resources["cpus_per_task"] == max(1, threads[rule]), rule
-    for rule in GPU_RULES:
+    for rule in TRAINING_RULES:
         assert PROFILE["set-resources"][rule]["cpus_per_task"] == threads[rule] == 8
 
 
@@ -40,6 +41,7 @@ def test_gpu_rules_on_the_gpu_partition_everything_else_on_cpu():
         assert resources["slurm_partition"] == "free-gpu"
         assert resources["gres"] == "gpu:V100:1"
     assert PROFILE["set-resources"]["train_fold"]["runtime"] == 12 * 60
+    assert PROFILE["set-resources"]["train_round_fold"] == PROFILE["set-resources"]["train_fold"]
     assert PROFILE["set-resources"]["tune"]["runtime"] == 24 * 60
     assert "gres" not in PROFILE["set-resources"]["tune_chief"]
     assert PROFILE["retries"] >= 1 and PROFILE["executor"] == "slurm"

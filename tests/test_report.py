@@ -66,3 +66,32 @@ def test_summary_is_valid_restructured_text():
         settings_overrides={"halt_level": 2},  # a warning in the markup fails the test
     )["html_body"]
     assert "<table" in html and "has not learned" in html
+
+
+def test_summary_shows_each_self_training_round_beside_the_last():
+    results = _cv_results(0.85, 0.70, 0.90)
+    results["rounds"] = [
+        {
+            "round": 0,
+            "mean_val_auc": 0.811,
+            "std_val_auc": 0.02,
+            "oof_val_auc": 0.805,
+            "fold_val_auc": {"fold_0": 0.792, "fold_1": 0.830},
+        },
+        {
+            "round": 1,
+            "mean_val_auc": 0.85,
+            "std_val_auc": 0.01,
+            "oof_val_auc": 0.845,
+            "fold_val_auc": {"fold_0": 0.86, "fold_1": 0.84},
+        },
+    ]
+    summary = results_summary(results)
+    assert "CNN (EfficientNet-B0), self-training round 1" in summary
+    assert "CNN, round 0 (labelled recordings only)" in summary
+    for text in ("0.811 ± 0.020", "0.805", "0.792", "0.830"):
+        assert text in summary
+    # the verdict judges the models the workflow delivers: the last round's
+    assert "beats the baseline by +0.150" in summary
+    one_round = {**_cv_results(0.85, 0.70), "rounds": results["rounds"][1:]}
+    assert "self-training round" not in results_summary(one_round)

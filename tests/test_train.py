@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -143,3 +144,50 @@ def test_an_epoch_logged_but_not_backed_up_is_forgotten_before_resuming(tmp_path
         "best-epoch-001.weights.h5",
         "best-epoch-002.weights.h5",
     ]
+
+
+def test_a_self_training_round_is_reproducible_from_the_round_before(
+    tiny_prepared, tiny_demo, tmp_path
+):
+    """Round 0 trained twice gives the same model, hence the same pseudo-labels; round 1 from
+    either gives the same outputs: rerunning an earlier round changes nothing downstream."""
+    from dawnchorus.predict import AUDIO_SUFFIXES
+    from dawnchorus.pseudo_labels import (
+        list_soundscapes,
+        soundscape_spectrogram_stage,
+        write_pseudo_labels,
+    )
+
+    config = small_config(epochs=2)
+    config["semi_supervised"].update(mix_prob=1.0, min_probability=0.0)
+    hyperparameters = Hyperparameters.from_config(config)
+    soundscapes = tmp_path / "soundscapes.h5"
+    names = list_soundscapes(tiny_demo, AUDIO_SUFFIXES)
+    soundscape_spectrogram_stage(tiny_demo, names, tiny_prepared.params, soundscapes)
+
+    outputs = []
+    for attempt in ("first", "again"):
+        round_0 = fold_paths(tiny_prepared, tmp_path / attempt / "fold_0")
+        train_fold(config, 0, round_0, hyperparameters)
+        labels = tmp_path / attempt / "pseudo_labels.h5"
+        write_pseudo_labels([round_0.model], [0], soundscapes, labels)
+        round_1 = dataclasses.replace(
+            fold_paths(tiny_prepared, tmp_path / attempt / "round_1" / "fold_0"),
+            pseudo_labels=(labels,),
+            soundscape_shards=(soundscapes,),
+            initial_model=round_0.model,
+        )
+        metrics = train_fold(config, 0, round_1, hyperparameters, round_index=1)
+        assert metrics["round"] == 1 and metrics["n_pseudo_windows"] == 12 * len(names)
+        outputs.append(
+            (
+                keras.models.load_model(round_0.model).get_weights(),
+                pd.read_csv(round_1.out_dir / "oof.csv"),
+                pd.read_csv(round_1.out_dir / "history.csv"),
+            )
+        )
+    (weights, oof, history), (weights_again, oof_again, history_again) = outputs
+    for mine, again in zip(weights, weights_again, strict=True):
+        np.testing.assert_array_equal(mine, again)
+    pd.testing.assert_frame_equal(oof, oof_again)
+    pd.testing.assert_frame_equal(history, history_again)

@@ -109,6 +109,7 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
     assert "quarantined" in (results / "logs" / "spectrogram_index.log").read_text()
 
     _check_training_outputs(results, manifest)
+    _check_self_training_outputs(results, demo_with_bad_rows)
     _check_reference_outputs(results, manifest, index)
     _check_tuning_outputs(results)
     _check_prediction_outputs(results, demo_with_bad_rows)
@@ -120,9 +121,14 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
     fold_1 = str(results / "models" / "fold_1" / "model.keras")
     plan = run_snakemake(*args, "-n", "--", fold_1, workdir=tmp_path)
     assert job_counts(plan.stdout) == {"train_fold": 1, "total": 1}
+    round_1 = str(results / "models" / "round_1" / "fold_0" / "model.keras")
+    plan = run_snakemake(*args, "-n", "--force", "--", round_1, workdir=tmp_path)
+    assert job_counts(plan.stdout) == {"train_round_fold": 1, "total": 1}
     plan = run_snakemake(*args, "-n", "--forcerun", "train_fold", workdir=tmp_path)
     assert job_counts(plan.stdout) == {
         "train_fold": 1,
+        "pseudo_labels": 2,
+        "train_round_fold": 1,
         "aggregate": 1,
         "report": 1,
         "export": 1,
@@ -130,7 +136,7 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
         "soundscape_score": 1,
         "summary": 1,
         "all": 1,
-        "total": 8,
+        "total": 11,
     }
     missing_fold = run_snakemake(
         *args, "-n", "--", fold_1.replace("fold_1", "fold_7"), workdir=tmp_path, check=False
@@ -248,6 +254,35 @@ def _check_tuning_outputs(results):
         assert (results / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def _check_self_training_outputs(results, data):
+    """One round: the train soundscape's 12 windows labelled by fold 0's round-0 model (the other
+    shard empty), round 1's fold 0 trained on them from round 0's weights, each round's CV."""
+    soundscapes = sorted((data / "train_soundscapes").glob("*.ogg"))
+    assert len(soundscapes) == 1
+    windows = 0
+    for shard in ("000", "001"):
+        with h5py.File(results / "rounds" / "0" / "pseudo_labels" / f"shard_{shard}.h5") as handle:
+            assert json.loads(handle.attrs["folds"]) == [0]
+            windows += len(handle["start"])
+            probabilities = handle["probabilities"][:]
+            assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    assert windows == 12
+    round_1 = results / "models" / "round_1" / "fold_0"
+    metrics = json.loads((round_1 / "metrics.json").read_text())
+    assert metrics["round"] == 1 and metrics["n_pseudo_windows"] == 12
+    assert pd.read_csv(round_1 / "history.csv")["epoch"].tolist() == [0, 1]
+    log = (results / "logs" / "train" / "round_1" / "fold_0.log").read_text()
+    assert "starting from the weights of" in log and "12 pseudo-labelled" in log
+    cv = json.loads((results / "cv_results.json").read_text())
+    round_0 = json.loads((results / "models" / "fold_0" / "metrics.json").read_text())
+    assert [entry["round"] for entry in cv["rounds"]] == [0, 1]
+    assert cv["rounds"][0]["fold_val_auc"] == {"fold_0": round_0["val_auc"]}
+    assert cv["rounds"][1]["mean_val_auc"] == cv["cv_results"]["mean_val_auc"]
+    assert json.loads((results / "export" / "model.json").read_text())["folds"] == [
+        str(round_1 / "model.keras")
+    ]
+
+
 def _check_training_outputs(results, manifest):
     fold_dir = results / "models" / "fold_0"
     for name in ("model.keras", "history.csv", "metrics.json", "oof.csv"):
@@ -281,7 +316,10 @@ def _check_training_outputs(results, manifest):
         "model_path",
         "training_time",
     }
-    assert fold_0["val_auc"] == json.loads((fold_dir / "metrics.json").read_text())["val_auc"]
+    # debug.yaml self-trains one round: cv_results.json reports the last round's models
+    round_1 = json.loads((results / "models" / "round_1" / "fold_0" / "metrics.json").read_text())
+    assert fold_0["val_auc"] == round_1["val_auc"]
+    assert fold_0["model_path"].endswith("models/round_1/fold_0/model.keras")
     assert cv["num_completed_folds"] == 1
     assert cv["training_config"]["training"]["epochs"] == 2
     assert set(cv["hyperparameters"]) >= {
@@ -305,8 +343,9 @@ def _check_training_outputs(results, manifest):
         assert (results / "benchmarks" / f"{rule}.tsv").is_file()
 
 
-def test_dry_run_plans_per_shard_not_per_file(tmp_path):
-    """28,564 rows (the BirdCLEF 2025 size): the plan has one job per shard, none per file."""
+@pytest.fixture
+def birdclef_csvs(tmp_path):
+    """The CSVs of a BirdCLEF 2025-sized data set (28,564 rows, 206 classes), no audio."""
     data = tmp_path / "birdclef"
     data.mkdir()
     classes = [f"sp{i:03d}" for i in range(206)]
@@ -318,6 +357,12 @@ def test_dry_run_plans_per_shard_not_per_file(tmp_path):
             "filename": [f"{classes[i % 206]}/XC{i}.ogg" for i in range(28564)],
         }
     ).to_csv(data / "train.csv", index=False)
+    return data
+
+
+def test_dry_run_plans_per_shard_not_per_file(tmp_path, birdclef_csvs):
+    """28,564 rows (the BirdCLEF 2025 size): the plan has one job per shard, none per file."""
+    data = birdclef_csvs
     result = run_snakemake(
         "-n",
         "--configfile",
@@ -348,6 +393,50 @@ def test_dry_run_plans_per_shard_not_per_file(tmp_path):
         "total": shards + 17 + sum(reference.values()),
     }
     assert str(tmp_path / "out" / "spectrograms" / "shard_000.h5") in result.stdout
+
+
+def _plan_rounds(tmp_path, data, rounds):
+    return run_snakemake(
+        "-n",
+        "--configfile",
+        FULL_CONFIG,
+        "--config",
+        f"data_dir={data}",
+        f"results_dir={tmp_path / 'out'}",
+        f"semi_supervised={{rounds: {rounds}, shards: 4}}",
+        workdir=tmp_path,
+    )
+
+
+def test_dry_run_plans_every_self_training_round_at_once(tmp_path, birdclef_csvs):
+    """Two rounds over 2,000 train soundscapes: per round one pseudo-label job per soundscape
+    shard and one job per fold, round 0 where it always was, nothing per file."""
+    soundscapes = birdclef_csvs / "train_soundscapes"
+    soundscapes.mkdir()
+    for index in range(2000):  # listed when the workflow is parsed, read only by the jobs
+        (soundscapes / f"H{index:04d}_20230401_050000.ogg").touch()
+    result = _plan_rounds(tmp_path, birdclef_csvs, rounds=2)
+    counts = job_counts(result.stdout)
+    assert {name: counts[name] for name in ("soundscape_spectrograms", "pseudo_labels")} == {
+        "soundscape_spectrograms": 4,
+        "pseudo_labels": 8,  # labels of round 0 and of round 1, 4 shards each
+    }
+    assert counts["train_fold"] == 5 and counts["train_round_fold"] == 10
+    out = tmp_path / "out"
+    for path in (
+        out / "models" / "fold_4" / "model.keras",
+        out / "models" / "round_2" / "fold_4" / "model.keras",
+        out / "rounds" / "1" / "pseudo_labels" / "shard_003.h5",
+    ):
+        assert str(path) in result.stdout
+
+
+def test_no_train_soundscapes_means_round_0_only_and_says_so(tmp_path, birdclef_csvs):
+    result = _plan_rounds(tmp_path, birdclef_csvs, rounds=2)
+    assert "holds no audio file to self-train on: only round 0" in result.stdout + result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["train_fold"] == 5
+    assert "train_round_fold" not in counts and "pseudo_labels" not in counts
 
 
 @pytest.mark.parametrize(
@@ -526,9 +615,11 @@ def test_rerunning_one_shard_touches_nothing_else(tmp_path, tiny_demo):
     assert Path(target).exists()
 
 
-def test_kill_9_during_epoch_2_resumes_from_the_backup(tmp_path, tiny_demo):
+@pytest.mark.parametrize("fold", ["fold_0", "round_1/fold_0"], ids=["round_0", "round_1"])
+def test_kill_9_during_epoch_2_resumes_from_the_backup(tmp_path, tiny_demo, fold):
     """A training job killed mid-epoch (a cluster node lost) resumes after its last finished
-    epoch when rerun: epochs already done are not trained again."""
+    epoch when rerun: epochs already done are not trained again. A self-training round's job
+    too (it does not start from the round before's weights a second time)."""
     results = tmp_path / "results"
     args = [
         "--configfile",
@@ -539,12 +630,13 @@ def test_kill_9_during_epoch_2_resumes_from_the_backup(tmp_path, tiny_demo):
         "debug={enabled: true, epochs: 4, folds: [0]}",
         "tuner={enabled: false}",
     ]
-    target = str(results / "models" / "fold_0" / "model.keras")
+    fold_dir = results / "models" / fold
+    target = str(fold_dir / "model.keras")
     run_snakemake(*args, *DATA_STAGE, workdir=tmp_path)
-    backup = results / "models" / "fold_0" / "work" / "backup"
+    backup = fold_dir / "work" / "backup"
 
     run = _start_snakemake([*args, "--", target], tmp_path)
-    assert _wait_for(lambda: epochs_backed_up(backup) >= 1, timeout=300), "no epoch finished"
+    assert _wait_for(lambda: epochs_backed_up(backup) >= 1, timeout=420), "no epoch finished"
     os.killpg(run.pid, signal.SIGKILL)  # workflow and job together, as when a node dies
     run.wait()
     killed_after = epochs_backed_up(backup)
@@ -553,10 +645,11 @@ def test_kill_9_during_epoch_2_resumes_from_the_backup(tmp_path, tiny_demo):
 
     run_snakemake("--unlock", *args, workdir=tmp_path)
     run_snakemake(*args, "--", target, workdir=tmp_path)
-    log = (results / "logs" / "train" / "fold_0.log").read_text()
+    log = (results / "logs" / "train" / f"{fold}.log").read_text()
     assert f"resuming after epoch {killed_after}" in log
-    history = pd.read_csv(results / "models" / "fold_0" / "history.csv")
+    assert log.count("starting from the weights of") == (1 if fold.startswith("round") else 0)
+    history = pd.read_csv(fold_dir / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3], "no epoch repeated or lost"
-    metrics = json.loads((results / "models" / "fold_0" / "metrics.json").read_text())
+    metrics = json.loads((fold_dir / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] == killed_after
     assert metrics["epochs_run"] == 4

@@ -14,6 +14,8 @@ and gain/bias, `distance_prob`, `overlay_prob`; mixup by `mixup_alpha`):
   overlay       on whole batches: another crop of the batch heard at the same time (the louder
                 of the two wins, as when two sounds add), labels the union of both: a recording
                 with two species, made from two
+  mix_power     on dB windows, before normalisation: two sounds added in power (self-training
+                mixes a labelled crop with a pseudo-labelled soundscape window)
 Randomness is stateless: every function takes a `seed` (a shape-[2] int tensor) and gives the same
 result for the same seed, so an epoch is reproducible however many threads tf.data uses.
 """
@@ -200,6 +202,19 @@ def overlay(images: tf.Tensor, labels: tf.Tensor, probability: float, seed: tf.T
     union = tf.maximum(labels, tf.gather(labels, partner))
     pick = tf.reshape(chosen, [-1, 1, 1, 1])
     return tf.where(pick, mixed, images), tf.where(chosen[:, None], union, labels)
+
+
+def mix_power(first_db: tf.Tensor, second_db: tf.Tensor, first_weight: float) -> tf.Tensor:
+    """Two dB windows heard at once: `first_weight` of the first's power plus the rest of the
+    second's, in dB (log-sum-exp, so no power over- or underflows)."""
+    to_nats = np.log(10.0) / 10.0
+    weighted = tf.stack(
+        [
+            first_db * to_nats + np.log(first_weight),
+            second_db * to_nats + np.log(1.0 - first_weight),
+        ]
+    )
+    return tf.reduce_logsumexp(weighted, axis=0) / to_nats
 
 
 def gain_bias(

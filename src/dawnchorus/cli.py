@@ -149,6 +149,14 @@ def _add_predict(subparsers) -> None:
         "highest windows in the recording (0 = off; default: %(default)s)",
     )
     parser.add_argument(
+        "--hops-per-window",
+        type=int,
+        default=defaults["hops_per_window"],
+        metavar="N",
+        help="also predict the windows starting every 1/N of a window and average them into "
+        "the windows they overlap (1 = off; default: %(default)s)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="default: all CPU cores"
     )
     parser.set_defaults(handler=_run_predict)
@@ -184,6 +192,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--smoothing-kernel {problem}")
     if args.scale_by_top_windows < 0:
         raise ValueError("--scale-by-top-windows must be 0 (off) or more")
+    if args.hops_per_window < 1:
+        raise ValueError("--hops-per-window must be 1 (off) or more")
     recordings = find_recordings(args.inputs)
     if not recordings:
         raise ValueError(f"no audio files in {' '.join(args.inputs)}")
@@ -199,6 +209,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         args.min_last_window,
         args.smoothing_kernel,
         args.scale_by_top_windows,
+        args.hops_per_window,
     )
     with open(temporary, "w", encoding="utf-8", newline="") as handle:
         progress = tqdm(predictions, total=len(recordings), unit="file", disable=None)

@@ -159,6 +159,11 @@ def _semantic_problems(config: Mapping) -> Iterator[str]:
             f"{round(segments)} windows of model.input_s: use at least "
             f"{BACKBONE_STRIDE * round(segments)}"
         )
+    if config["predict"]["hops_per_window"] > 1 and round(segments) != 1:
+        yield (
+            "predict.hops_per_window > 1 needs a model of one window per input "
+            f"(model.input_s {model['input_s']} = audio.window_s {audio['window_s']})"
+        )
     problem = kernel_problem(config["predict"]["smoothing_kernel"])
     if problem:
         yield f"predict.smoothing_kernel {problem}"

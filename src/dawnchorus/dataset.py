@@ -5,7 +5,8 @@ and which crops follow `sampling` (class-balanced draws, activity-aware crops); 
 shorter than a crop is repeated end to end (a random phase of the repetition), so a crop never
 contains artificial silence. Then per crop distance (on dB), normalisation, pitch shift,
 SpecAugment and gain/bias; then batching, and per batch overlays of two crops and mixup, all as
-graph ops in parallel map calls.
+graph ops in parallel map calls. In a self-training round, a share of the crops is first mixed
+with a pseudo-labelled soundscape window (after distance, before normalisation; `pseudo_labels`).
 
 Validation and out-of-fold prediction: up to `val_windows` crops covering each recording from its
 start (the last one ending at the recording's end), no augmentation; a recording's score is the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +30,9 @@ from dawnchorus import augment
 from dawnchorus.features import band_centres_hz, covering_starts, cut_window
 from dawnchorus.sampling import CropSampler
 from dawnchorus.shards import ClipStore
+
+if TYPE_CHECKING:
+    from dawnchorus.pseudo_labels import PseudoWindows
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,8 @@ def training_dataset(
     seed: int,
     row_weights: np.ndarray | None = None,
     crops_per_recording: int = 1,
+    pseudo: PseudoWindows | None = None,
+    mixing: Mapping | None = None,
 ) -> tf.data.Dataset:
     """One epoch of (images, targets) batches: crops_per_recording * len(rows) crops, augmented.
 
@@ -63,6 +70,10 @@ def training_dataset(
     every row crops_per_recording times, shuffled. Every random choice (recordings, crop
     positions, augmentations, mixup) follows from `seed` and the epoch: the same seed gives the
     same epochs, whatever the parallelism.
+
+    With `pseudo` (and `mixing`, the semi_supervised section), each crop is mixed with probability
+    mixing["mix_prob"] with a soundscape window drawn uniformly from `pseudo`, in power
+    (mixing["mix_weight"] of it the crop's); the targets are the union of both.
     """
     store = sampler.store
     params = store.params
@@ -81,6 +92,8 @@ def training_dataset(
     def read(row: np.int64, position: np.float32) -> np.ndarray:
         return sampler.crop(int(row), float(position))
 
+    mix_with_soundscape = _soundscape_mixer(pseudo, mixing, shape)
+
     def example(index, example_seed):
         pick_seed, position_seed, mask_seed, jitter_seed, mixup_seed, shift_seed, far_seed = (
             tf.unstack(tf.random.experimental.stateless_split(example_seed, 7))
@@ -95,11 +108,17 @@ def training_dataset(
         image = augment.distance(
             window_to_db_image(crop), band_khz, frames_per_s, training["distance_prob"], far_seed
         )
+        target = tf.gather(target_table, index)
+        if mix_with_soundscape is not None:
+            # its own stream: the crops and augmentations of the other seeds stay as they are
+            image, target = mix_with_soundscape(
+                image, target, tf.random.experimental.stateless_fold_in(example_seed, 1)
+            )
         image = augment.normalize_window(image, training["normalization"])
         image = augment.pitch_shift(image, settings["pitch_shift_bands"], aug_prob, shift_seed)
         image = augment.spec_augment(image, settings, aug_prob, mask_seed)
         image = augment.gain_bias(image, settings, aug_prob, jitter_seed)
-        return image, tf.gather(target_table, index), mixup_seed
+        return image, target, mixup_seed
 
     def mix(images, batch_targets, mixup_seeds):
         mixup_seed, overlay_seed = tf.unstack(
@@ -125,6 +144,35 @@ def training_dataset(
         .map(mix, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def _soundscape_mixer(pseudo: PseudoWindows | None, mixing: Mapping | None, shape):
+    """(db image, target, seed) -> the same, mixed with a pseudo-labelled soundscape window with
+    probability mixing["mix_prob"]; None when there is nothing to mix."""
+    if pseudo is None or len(pseudo) == 0 or mixing is None or mixing["mix_prob"] <= 0:
+        return None
+    targets = tf.constant(pseudo.targets, dtype=tf.float32)
+    n_windows = len(pseudo)
+
+    def read(item: np.int64) -> np.ndarray:
+        return pseudo.crop(int(item))
+
+    def mix(image, target, seed):
+        when_seed, item_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+
+        def mixed():
+            item = tf.random.stateless_uniform([], item_seed, 0, n_windows, dtype=tf.int64)
+            window = tf.numpy_function(read, [item], tf.float16, stateful=False)
+            window.set_shape(shape)
+            return (
+                augment.mix_power(image, window_to_db_image(window), mixing["mix_weight"]),
+                tf.maximum(target, tf.gather(targets, item)),
+            )
+
+        chosen = tf.random.stateless_uniform([], when_seed) < mixing["mix_prob"]
+        return tf.cond(chosen, mixed, lambda: (image, target))
+
+    return mix
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,11 @@ around it hold the species too.
   class's k highest rows in the recording: a species clearly present somewhere lifts its faint
   rows, one never clearly present is pushed down (BirdCLEF 2025's second place).
 
-Both are pure numpy on the (windows, classes) probabilities, after the ensemble, so Keras,
+- `merge_overlapping_windows`: windows that start between two rows (every window_s /
+  hops_per_window seconds), predicted besides the rows' own, are averaged into the rows they
+  overlap, weighted by the overlap: a call cut in two by a row boundary is heard whole once.
+
+All are pure numpy on the (windows, classes) probabilities, after the ensemble, so Keras,
 TFLite and `dawnchorus predict` give the same rows.
 """
 
@@ -64,6 +68,29 @@ def scale_by_top_windows(probabilities: np.ndarray, k: int) -> np.ndarray:
         return rows
     top = -np.sort(-rows, axis=0)[: min(k, len(rows))]
     return rows * top.mean(axis=0, keepdims=True)
+
+
+def merge_overlapping_windows(
+    rows: np.ndarray, between: np.ndarray, hops_per_window: int
+) -> np.ndarray:
+    """(rows, classes) probabilities of consecutive windows, and (pairs, hops_per_window - 1,
+    classes) of the windows starting j / hops_per_window of a window after row i starts (j = 1,
+    2, …; pairs = row pairs both whole, from the first) -> each row the weighted mean of its own
+    window (weight 1) and of every window overlapping it (weight: the share of the row it
+    covers)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    between = np.asarray(between, dtype=np.float64)
+    if hops_per_window <= 1 or len(between) == 0:
+        return rows.astype(np.float32)
+    total, weight = rows.copy(), np.ones((len(rows), 1))
+    n_pairs = len(between)
+    for j in range(1, hops_per_window):
+        into_next = j / hops_per_window  # the share of row i + 1 that window j covers
+        total[:n_pairs] += (1 - into_next) * between[:, j - 1]
+        weight[:n_pairs] += 1 - into_next
+        total[1 : n_pairs + 1] += into_next * between[:, j - 1]
+        weight[1 : n_pairs + 1] += into_next
+    return (total / weight).astype(np.float32)
 
 
 def postprocess(

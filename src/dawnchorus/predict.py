@@ -46,7 +46,7 @@ from dawnchorus.modelcard import (
     read_metadata,
     segments,
 )
-from dawnchorus.postprocess import NO_SMOOTHING, postprocess
+from dawnchorus.postprocess import NO_SMOOTHING, merge_overlapping_windows, postprocess
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ SUBMISSION_SETTINGS = (
     "fallback_duration_s",
     "smoothing_kernel",
     "scale_by_top_windows",
+    "hops_per_window",
 )
 _QUEUED_BATCHES = 4  # decoded batches waiting for the model: bounds memory, keeps it busy
 _TFLITE_CALL_WINDOWS = 4
@@ -87,6 +88,14 @@ def recording_windows(
     holds artificial silence. Raises AudioError when decoding fails (after the windows it could
     cut).
     """
+    for samples, _ in _windows_and_wholeness(path, params, min_last_window_s):
+        yield samples
+
+
+def _windows_and_wholeness(
+    path: str | Path, params: AudioParams, min_last_window_s: float
+) -> Iterator[tuple[np.ndarray, bool]]:
+    """`recording_windows`, each with whether it is whole audio (False: a filled last one)."""
     size = params.window_samples
     pending = np.zeros(0, dtype=np.float32)
     yielded = 0
@@ -94,12 +103,21 @@ def recording_windows(
         pending = np.concatenate([pending, block]) if pending.size else block
         n_full = len(pending) // size
         for i in range(n_full):
-            yield pending[i * size : (i + 1) * size]
+            yield pending[i * size : (i + 1) * size], True
         yielded += n_full
         pending = pending[n_full * size :]
     last = last_partial_window(pending, size, yielded == 0, min_last_window_s * params.sample_rate)
     if last is not None:
-        yield last
+        yield last, False
+
+
+def windows_between(previous: np.ndarray, current: np.ndarray, hops_per_window: int):
+    """The windows starting j / hops_per_window of a window into `previous` (j = 1, 2, …),
+    made of its end and the start of the whole window `current` that follows it."""
+    size = len(previous)
+    for j in range(1, hops_per_window):
+        shift = round(j * size / hops_per_window)
+        yield np.concatenate([previous[shift:], current[:shift]])
 
 
 def window_features(samples: np.ndarray, params: AudioParams) -> np.ndarray:
@@ -206,6 +224,18 @@ def load_ensemble(paths: Sequence[str | Path], threads: int = 1) -> Ensemble:
     raise PredictionError(
         f"models must be .keras fold models or one .tflite export, got {sorted(suffixes)}"
     )
+
+
+def load_fold_ensembles(paths: Sequence[str | Path], threads: int = 1) -> list[Ensemble]:
+    """Each fold model (.keras) as an ensemble of its own, for labelling by one fold's model."""
+    paths = [Path(path) for path in paths]
+    if not paths:
+        raise PredictionError("no model given")
+    metadata, models = _keras_models(paths, threads)
+    return [
+        _keras_ensemble(metadata, [model], [path])
+        for model, path in zip(models, paths, strict=True)
+    ]
 
 
 def _load_keras(paths: list[Path], threads: int) -> Ensemble:
@@ -327,9 +357,15 @@ def tflite_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np.ndarr
 
     def run(windows: np.ndarray) -> np.ndarray:
         # XNNPACK is fastest on a few windows at a time (their activations stay in cache): at
-        # 256x256 on 2 threads, 97 windows/s in calls of 4 against 66 in calls of 64
-        calls = range(0, len(windows), _TFLITE_CALL_WINDOWS)
-        return np.concatenate([invoke(windows[i : i + _TFLITE_CALL_WINDOWS]) for i in calls])
+        # 256x256 on 2 threads, 97 windows/s in calls of 4 against 66 in calls of 64. Every
+        # call has that size: a short last one is padded with its own windows, since resizing
+        # the interpreter costs more than predicting the padding
+        outputs = []
+        for first in range(0, len(windows), _TFLITE_CALL_WINDOWS):
+            call = windows[first : first + _TFLITE_CALL_WINDOWS]
+            padded = call[np.arange(_TFLITE_CALL_WINDOWS) % len(call)]
+            outputs.append(invoke(padded)[: len(call)])
+        return np.concatenate(outputs)
 
     return run
 
@@ -409,12 +445,21 @@ def predict_recordings(
     min_last_window_s: float,
     smoothing_kernel: Sequence[float] = NO_SMOOTHING,
     top_windows: int = 0,
+    hops_per_window: int = 1,
 ) -> Iterator[FilePrediction]:
     """Predict each recording in turn; a recording that cannot be decoded is reported in its
-    FilePrediction.error, never raised, so one bad file does not stop the others. Each
-    recording's rows are post-processed (`postprocess.postprocess`: the smoothing kernel, then
-    the top-window scaling) once all of them are known."""
+    FilePrediction.error, never raised, so one bad file does not stop the others.
+
+    With `hops_per_window` > 1 the windows starting between two rows (every window_s /
+    hops_per_window seconds) are predicted too and merged into the rows they overlap
+    (`postprocess.merge_overlapping_windows`). Each recording's rows are then post-processed
+    (`postprocess.postprocess`: the smoothing kernel, then the top-window scaling)."""
     params = ensemble.params
+    if hops_per_window > 1 and ensemble.segments > 1:
+        raise PredictionError(
+            "overlapping windows need a model of one window per input (model.input_s = "
+            f"audio.window_s); this one takes {ensemble.segments}"
+        )
     # a batch holds whole chunks: a chunk split across two batches would be predicted as two
     batch_size = max(1, batch_size // ensemble.segments) * ensemble.segments
     batches: queue.Queue = queue.Queue(maxsize=_QUEUED_BATCHES)
@@ -435,48 +480,72 @@ def predict_recordings(
             with threadpool_limits(limits=1, user_api="blas"):
                 decode_files()
         except BaseException as unexpected:  # a bug, not a bad file: re-raised by the consumer
-            put((None, None, unexpected))
+            put((None, None, None, unexpected))
         put(_END)
 
     def decode_files() -> None:
         for index, path in enumerate(paths):
-            batch: list[np.ndarray] = []
-            error = None
-            try:
-                for samples in recording_windows(path, params, min_last_window_s):
-                    batch.append(window_features(samples, params))
-                    if len(batch) == batch_size:
-                        put((index, np.stack(batch), None))
-                        batch = []
-            except AudioError as problem:
-                error = str(problem)
-            if batch:
-                put((index, np.stack(batch), None))
-            put((index, None, error))  # the recording is complete
+            error = decode_file(index, path)
+            put((index, None, None, error))  # the recording is complete
             if stop.is_set():
                 return
 
+    def decode_file(index: int, path) -> str | None:
+        """Queue the recording's windows in batches; its decoding problem, if any."""
+        # a row's own windows, and those between two rows, go to the model in batches apart
+        pending: dict[str, list[np.ndarray]] = {"rows": [], "between": []}
+
+        def add(kind: str, samples: np.ndarray) -> None:
+            pending[kind].append(window_features(samples, params))
+            if len(pending[kind]) == batch_size:
+                put((index, kind, np.stack(pending[kind]), None))
+                pending[kind] = []
+
+        previous = None  # the last whole window, for the windows between it and the next
+        error = None
+        try:
+            for samples, whole in _windows_and_wholeness(path, params, min_last_window_s):
+                add("rows", samples)
+                if hops_per_window > 1 and whole:
+                    if previous is not None:
+                        for between in windows_between(previous, samples, hops_per_window):
+                            add("between", between)
+                    previous = samples
+        except AudioError as problem:
+            error = str(problem)
+        for kind, batch in pending.items():
+            if batch:
+                put((index, kind, np.stack(batch), None))
+        return error
+
     producer = threading.Thread(target=decode_all, name="decode", daemon=True)
     producer.start()
-    outputs: list[np.ndarray] = []
+    outputs: dict[str, list[np.ndarray]] = {"rows": [], "between": []}
+    n_classes = len(ensemble.classes)
+
+    def collected(kind: str) -> np.ndarray:
+        found = outputs[kind]
+        return np.concatenate(found) if found else np.zeros((0, n_classes), dtype=np.float32)
+
     try:
         while (item := batches.get()) is not _END:
-            index, windows, error = item
+            index, kind, windows, error = item
             if index is None:
                 raise error
             if windows is not None:
-                outputs.append(ensemble.predict(windows))
+                outputs[kind].append(ensemble.predict(windows))
                 continue
-            probabilities = (
-                np.concatenate(outputs)
-                if outputs
-                else np.zeros((0, len(ensemble.classes)), dtype=np.float32)
-            )
-            outputs = []
+            rows = collected("rows")
+            between = collected("between").reshape(-1, max(1, hops_per_window - 1), n_classes)
+            outputs = {"rows": [], "between": []}
             yield FilePrediction(
                 Path(paths[index]),
-                window_end_seconds(len(probabilities), params.window_s),
-                postprocess(probabilities, smoothing_kernel, top_windows),
+                window_end_seconds(len(rows), params.window_s),
+                postprocess(
+                    merge_overlapping_windows(rows, between, hops_per_window),
+                    smoothing_kernel,
+                    top_windows,
+                ),
                 error,
             )
     finally:
@@ -569,6 +638,7 @@ def soundscape_submission(
         settings["min_last_window_s"],
         settings["smoothing_kernel"],
         settings["scale_by_top_windows"],
+        settings["hops_per_window"],
     )
     # in a job's log (not a terminal) a progress line every 10 s, not one per file
     progress = tqdm(predictions, total=len(ordered), unit="file", mininterval=10)

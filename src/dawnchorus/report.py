@@ -31,6 +31,30 @@ def _per_class_oof_auc(head_metrics: Mapping, classes: Sequence[str]) -> list[fl
     return [per_class.get(label, np.nan) for label in classes]
 
 
+def _round_summary(
+    round_index: int,
+    metrics_paths: Sequence[str | Path],
+    oof_paths: Sequence[str | Path],
+    labels: pd.DataFrame,
+    classes: Sequence[str],
+) -> dict:
+    """One self-training round's CV: mean, std and OOF macro-AUC, and each fold's."""
+    folds = [read_json(path) for path in metrics_paths]
+    oof = pd.concat(
+        [pd.read_csv(path, keep_default_na=False) for path in oof_paths], ignore_index=True
+    )
+    mean, std = _mean_std([entry["val_auc"] for entry in folds])
+    return {
+        "round": round_index,
+        "mean_val_auc": mean,
+        "std_val_auc": std,
+        "oof_val_auc": birdclef_auc(
+            labels.loc[oof["filename"]].to_numpy(), oof[list(classes)].to_numpy()
+        ).macro,
+        "fold_val_auc": {f"fold_{entry['fold']}": entry["val_auc"] for entry in folds},
+    }
+
+
 def aggregate_folds(
     metrics_paths: Sequence[str | Path],
     oof_paths: Sequence[str | Path],
@@ -39,9 +63,14 @@ def aggregate_folds(
     baseline: Mapping,
     training_config: Mapping,
     reference: Mapping | None = None,
+    rounds: int = 0,
+    earlier_rounds: Sequence[Mapping] = (),
 ) -> tuple[dict, pd.DataFrame]:
     """cv_results (seed schema plus OOF AUC, the baseline and, when it ran, the BirdNET
-    reference) and per-class AUCs."""
+    reference) and per-class AUCs.
+
+    With self-training, the fold files are the last round's (`rounds`); `earlier_rounds` ({round,
+    metrics, oof} per round before it) go into a `rounds` block beside them."""
     classes = read_classes(classes_txt)
     manifest = read_manifest(manifest_csv)
     labels = pd.DataFrame(
@@ -89,6 +118,12 @@ def aggregate_folds(
         "baseline": _summary_block(baseline),
         "cnn_minus_baseline_val_auc": val_auc[0] - baseline["cv_results"]["mean_val_auc"],
     }
+    if rounds or earlier_rounds:
+        cv_results["self_training_rounds"] = rounds
+        cv_results["rounds"] = [
+            _round_summary(entry["round"], entry["metrics"], entry["oof"], labels, classes)
+            for entry in earlier_rounds
+        ] + [_round_summary(rounds, metrics_paths, oof_paths, labels, classes)]
     if reference is not None:
         cv_results["reference"] = _summary_block(reference)
         cv_results["cnn_minus_reference_val_auc"] = (
@@ -320,7 +355,22 @@ def _verdict(cnn: float, baseline: float, reference: float | None) -> str:
 def results_summary(cv_results: Mapping, soundscape_scores: Mapping | None = None) -> str:
     """RST for the report's first page: CV and OOF macro-AUC of the CNN, the baseline and the
     reference per fold, the soundscape score, and whether the CNN learned."""
-    rows = [("CNN (EfficientNet-B0)", cv_results)]
+    rounds = cv_results.get("rounds", [])
+    last_round = f", self-training round {rounds[-1]['round']}" if len(rounds) > 1 else ""
+    rows = [(f"CNN (EfficientNet-B0){last_round}", cv_results)]
+    for entry in rounds[:-1]:
+        rows.append(
+            (
+                f"CNN, round {entry['round']}"
+                + (" (labelled recordings only)" if entry["round"] == 0 else ""),
+                {
+                    "cv_results": entry,
+                    "individual_folds": {
+                        fold: {"val_auc": auc} for fold, auc in entry["fold_val_auc"].items()
+                    },
+                },
+            )
+        )
     for key, name in (("baseline", "baseline"), ("reference", "pretrained reference")):
         if key in cv_results:
             rows.append((f"{name}: {cv_results[key].get('model', '')}", cv_results[key]))

@@ -38,6 +38,7 @@ from dawnchorus.modelcard import attach_metadata, model_metadata
 if TYPE_CHECKING:  # TensorFlow is imported only where a job needs it
     from dawnchorus.dataset import EvaluationWindows
     from dawnchorus.folds import LabelledClips
+    from dawnchorus.pseudo_labels import PseudoWindows
     from dawnchorus.sampling import CropSampler
     from dawnchorus.shards import ClipStore
 
@@ -91,6 +92,11 @@ class DataPaths:
 class FoldPaths(DataPaths):
     out_dir: Path
     tensorboard_dir: Path
+    # a self-training round (semi_supervised): the round before's pseudo-labels, the soundscape
+    # shards they label, and with warm_start the same fold's model of the round before
+    pseudo_labels: tuple[Path, ...] = ()
+    soundscape_shards: tuple[Path, ...] = ()
+    initial_model: Path | None = None
 
     @property
     def work(self) -> Path:
@@ -373,6 +379,8 @@ class FoldData:
     sampler: CropSampler
     targets: np.ndarray  # training targets of every recording (secondary labels weighted)
     row_weights: np.ndarray | None  # class-balanced draw of train_rows, or None
+    pseudo: PseudoWindows | None = None  # a self-training round's soundscape windows
+    mixing: Mapping | None = None  # the semi_supervised section, with `pseudo`
 
     @property
     def val_labels(self) -> np.ndarray:
@@ -396,6 +404,8 @@ class FoldData:
             seed,
             self.row_weights,
             training["sampling"]["crops_per_recording"],
+            self.pseudo,
+            self.mixing,
         )
 
     def predict(self, model) -> np.ndarray:
@@ -428,7 +438,10 @@ def open_fold(config: Mapping, fold: int, paths: DataPaths) -> Iterator[FoldData
     crop_frames = params.crop_frames(segments_per_crop(config))
     clips = load_labelled_clips(paths.manifest, paths.classes, paths.folds)
     store = ClipStore(paths.shards, params, clips.filenames, training["cache_ram_mb"])
+    pseudo = None
     try:
+        if isinstance(paths, FoldPaths) and paths.pseudo_labels:
+            pseudo = _pseudo_windows(config, fold, paths, clips.classes, crop_frames)
         train_rows, val_rows = _select_rows(clips, store, fold)
         log.info(
             "fold %d: %d training and %d validation recordings, %d classes; crops of %d frames",
@@ -452,9 +465,45 @@ def open_fold(config: Mapping, fold: int, paths: DataPaths) -> Iterator[FoldData
             sampler=CropSampler(store, crop_frames, sampling["activity_power"]),
             targets=clips.targets(training["secondary_label_weight"]),
             row_weights=row_weights,
+            pseudo=pseudo,
+            mixing=config["semi_supervised"] if pseudo is not None else None,
         )
     finally:
         store.close()
+        if pseudo is not None:
+            pseudo.close()
+
+
+def _pseudo_windows(config: Mapping, fold: int, paths: FoldPaths, classes, crop_frames: int):
+    from dawnchorus.pseudo_labels import load_pseudo_windows
+
+    pseudo = load_pseudo_windows(
+        paths.pseudo_labels,
+        paths.soundscape_shards,
+        fold,
+        classes,
+        AudioParams.from_config(config),
+        crop_frames,
+        config["semi_supervised"],
+        config["training"]["cache_ram_mb"],
+    )
+    if len(pseudo) == 0:
+        log.warning(
+            "fold %d: no pseudo-labelled soundscape window (train_soundscapes/ had none that "
+            "could be decoded): this round trains on the labelled recordings alone",
+            fold,
+        )
+    else:
+        labelled = np.count_nonzero(pseudo.targets.max(axis=1) > 0)
+        log.info(
+            "fold %d: %d pseudo-labelled soundscape window(s), %d with a class above "
+            "semi_supervised.min_probability; %.0f%% of crops mixed with one",
+            fold,
+            len(pseudo),
+            labelled,
+            100 * config["semi_supervised"]["mix_prob"],
+        )
+    return pseudo
 
 
 def _select_rows(clips, store, fold: int) -> tuple[np.ndarray, np.ndarray]:
@@ -534,14 +583,28 @@ def train_fold(
     hyperparameters: Hyperparameters,
     threads: int = 1,
     hyperparameter_source: str = "config",
+    round_index: int = 0,
 ) -> dict:
-    """Train (or resume) one fold and write model.keras, history.csv, metrics.json, oof.csv."""
+    """Train (or resume) one fold and write model.keras, history.csv, metrics.json, oof.csv.
+
+    `round_index` > 0: a self-training round (paths.pseudo_labels, paths.initial_model)."""
     from dawnchorus.metrics import binary_cross_entropy, birdclef_auc
 
     training, model_config = config["training"], config["model"]
     params = AudioParams.from_config(config)
+    self_training = (
+        [round_index, config["semi_supervised"], list(map(str, paths.pseudo_labels))]
+        if round_index
+        else []
+    )
     run_fingerprint = fingerprint(
-        asdict(hyperparameters), training, model_config, asdict(params), config["seed"], fold
+        asdict(hyperparameters),
+        training,
+        model_config,
+        asdict(params),
+        config["seed"],
+        fold,
+        *self_training,
     )
     state = prepare_work_dir(paths.work, run_fingerprint)
     runtime = configure_tensorflow(threads, training["mixed_precision"], config["seed"] + fold)
@@ -557,6 +620,7 @@ def train_fold(
     state = read_json_or_empty(paths.work / "state.json")
     metrics = {
         "fold": fold,
+        "round": round_index,
         "best_epoch": int(best["epoch"]) + 1,
         "best_val_auc": float(best["val_auc"]),
         "best_val_loss": float(best["val_loss"]),
@@ -570,6 +634,7 @@ def train_fold(
         "n_train": len(data.train_rows),
         "n_val": len(val_rows),
         "n_val_crops": len(data.validation.windows),
+        "n_pseudo_windows": 0 if data.pseudo is None else len(data.pseudo),
         "scored_classes": int(auc.scored.sum()),
         "skipped_classes": auc.skipped(clips.classes),
         "hyperparameters": asdict(hyperparameters),
@@ -610,6 +675,8 @@ def _fit(config, fold: int, hp: Hyperparameters, paths: FoldPaths, state: dict, 
     resumed_from = epochs_backed_up(work / "backup")
     history = drop_unfinished_epochs(work, resumed_from)
     model = build_and_compile(config, data, hp, training["epochs"])
+    if not resumed_from and paths.initial_model is not None:
+        _start_from(model, paths.initial_model)
     best_so_far = history["val_auc"].max() if "val_auc" in history and len(history) else None
     callbacks = [
         *epoch_callbacks(data, hp, training["patience"]),
@@ -654,6 +721,21 @@ def _fit(config, fold: int, hp: Hyperparameters, paths: FoldPaths, state: dict, 
     write_json(work / "state.json", state)
     model.load_weights(_best_checkpoints(work)[-1])
     return model, resumed_from
+
+
+def _start_from(model, model_path: Path) -> None:
+    """Warm start from the weights of a trained model of the same architecture."""
+    import keras
+
+    previous = keras.models.load_model(model_path, compile=False)
+    try:
+        model.set_weights(previous.get_weights())
+    except ValueError as error:
+        raise TrainingError(
+            f"cannot start from {model_path}: its architecture differs from this fold's "
+            f"({error}); retrain the round before, or set semi_supervised.warm_start false"
+        ) from None
+    log.info("starting from the weights of %s", model_path)
 
 
 def save_for_inference(model, path: Path, metadata: Mapping) -> None:

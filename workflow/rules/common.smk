@@ -11,6 +11,11 @@ from snakemake.utils import min_version
 from dawnchorus.config import ConfigError, validate_config
 from dawnchorus.embeddings import EmbeddingSettings, ReferenceModelError, plan_reference
 from dawnchorus.predict import AUDIO_SUFFIXES, SUBMISSION_SETTINGS
+from dawnchorus.pseudo_labels import (
+    list_soundscapes,
+    round_training_config,
+    soundscapes_of_shard,
+)
 from dawnchorus.tune import search_settings
 
 min_version("9.0")
@@ -89,10 +94,108 @@ def training_settings():
     return {key: config[key] for key in keys}
 
 
-def trained_fold_files(name):
-    return expand(
-        results_path("models", "fold_{fold}", name), fold=config["folds"]["train"]
+SELF_TRAINING = config["semi_supervised"]
+# listed when the workflow is parsed (a soundscape added later reruns its shard's jobs)
+TRAIN_SOUNDSCAPES = (
+    list_soundscapes(DATA_DIR, AUDIO_SUFFIXES) if SELF_TRAINING["rounds"] else []
+)
+ROUNDS = SELF_TRAINING["rounds"] if TRAIN_SOUNDSCAPES else 0
+if SELF_TRAINING["rounds"] and not TRAIN_SOUNDSCAPES:
+    logger.warning(
+        f"semi_supervised.rounds is {SELF_TRAINING['rounds']}, but "
+        f"{DATA_DIR / 'train_soundscapes'} holds no audio file to self-train on: only round 0 "
+        "(the labelled recordings) is trained"
     )
+SOUNDSCAPE_SHARD_IDS = [f"{shard:03d}" for shard in range(SELF_TRAINING["shards"])]
+
+
+wildcard_constraints:
+    round=r"\d+",
+
+
+def fold_dir(round_index, fold="{fold}"):
+    """A fold's model folder: round 0 (training on the labelled recordings) keeps the paths
+    of a workflow without self-training, round r >= 1 has its own."""
+    if str(round_index) == "0":
+        return results_path("models", f"fold_{fold}")
+    return results_path("models", f"round_{round_index}", f"fold_{fold}")
+
+
+def round_fold_files(round_index, name):
+    return [
+        str(Path(fold_dir(round_index, fold), name))
+        for fold in config["folds"]["train"]
+    ]
+
+
+def trained_fold_files(name):
+    """The last round's fold files: what aggregate, report, export and predict use."""
+    return round_fold_files(ROUNDS, name)
+
+
+def soundscape_shard_files():
+    return expand(
+        results_path("soundscapes", "shard_{shard}.h5"), shard=SOUNDSCAPE_SHARD_IDS
+    )
+
+
+def soundscapes_of(wildcards):
+    """The train_soundscapes a soundscape shard holds."""
+    names = soundscapes_of_shard(
+        TRAIN_SOUNDSCAPES, int(wildcards.shard), SELF_TRAINING["shards"]
+    )
+    return [data_path("train_soundscapes", name) for name in names]
+
+
+def pseudo_label_files(round_index):
+    return expand(
+        results_path("rounds", str(round_index), "pseudo_labels", "shard_{shard}.h5"),
+        shard=SOUNDSCAPE_SHARD_IDS,
+    )
+
+
+def round_settings(wildcards):
+    """What a round's fold model depends on: the training settings, the self-training ones,
+    and the round's epochs (semi_supervised.epochs)."""
+    settings = round_training_config(config, int(wildcards.round))
+    keys = ("seed", "audio", "model", "training", "semi_supervised")
+    return {key: settings[key] for key in keys}
+
+
+def round_fold_inputs(wildcards):
+    """A self-training round's fold: the inputs of any fold, the round before's pseudo-labels
+    and soundscape shards, and with warm_start that round's model of the same fold."""
+    round_index = int(wildcards.round)
+    if round_index < 1:
+        raise WorkflowError(
+            f"round 0 has no round folder: its models are {fold_dir(0, wildcards.fold)}"
+        )
+    if int(wildcards.fold) not in config["folds"]["train"]:
+        raise WorkflowError(
+            f"round {round_index} trains only the folds of folds.train "
+            f"{config['folds']['train']}: fold {wildcards.fold} learns from its own model of "
+            "the round before, which those folds do not include"
+        )
+    inputs = fold_inputs(wildcards)
+    inputs["pseudo_labels"] = pseudo_label_files(round_index - 1)
+    inputs["soundscape_shards"] = soundscape_shard_files()
+    if SELF_TRAINING["warm_start"]:
+        inputs["initial_model"] = str(
+            Path(fold_dir(round_index - 1, wildcards.fold), "model.keras")
+        )
+    return inputs
+
+
+def round_cv_files():
+    """Every round's fold metrics and OOF predictions before the last, for cv_results.json."""
+    return [
+        {
+            "round": round_index,
+            "metrics": round_fold_files(round_index, "metrics.json"),
+            "oof": round_fold_files(round_index, "oof.csv"),
+        }
+        for round_index in range(ROUNDS)
+    ]
 
 
 def data_inputs(wildcards=None):
@@ -146,7 +249,7 @@ GROUND_TRUTH = DATA_DIR / PREDICT["ground_truth"]
 
 def predicted_fold_models():
     folds = PREDICT["folds"] or config["folds"]["train"]
-    return expand(results_path("models", "fold_{fold}", "model.keras"), fold=folds)
+    return [str(Path(fold_dir(ROUNDS, fold), "model.keras")) for fold in folds]
 
 
 def test_soundscapes():

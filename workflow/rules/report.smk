@@ -37,6 +37,11 @@ rule aggregate:
         classes=rules.manifest.output.classes,
         baseline=rules.baseline.output.metrics,
         reference=reference_metrics(),
+        earlier_rounds=[
+            path
+            for files in round_cv_files()
+            for path in files["metrics"] + files["oof"]
+        ],
     output:
         cv_results=results_path("cv_results.json"),
         per_class=results_path("per_class_auc.csv"),
@@ -52,6 +57,8 @@ rule aggregate:
         runtime=10,
     params:
         settings=training_settings(),
+        rounds=ROUNDS,
+        earlier_rounds=round_cv_files(),
     script:
         "../scripts/aggregate.py"
 

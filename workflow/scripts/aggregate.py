@@ -15,5 +15,7 @@ with log_to_file(snakemake.log[0]):
         baseline=read_json(snakemake.input.baseline),
         training_config=snakemake.params.settings,
         reference=read_json(reference) if reference else None,
+        rounds=snakemake.params.rounds,
+        earlier_rounds=snakemake.params.earlier_rounds,
     )
     write_aggregate(cv_results, per_class, snakemake.output.cv_results, snakemake.output.per_class)

@@ -1,0 +1,14 @@
+"""Rule pseudo_labels: a round's fold models label every window of one soundscape shard."""
+
+from dawnchorus.logs import log_to_file
+from dawnchorus.pseudo_labels import write_pseudo_labels
+
+with log_to_file(snakemake.log[0]):
+    models = snakemake.input.models
+    write_pseudo_labels(
+        [models] if isinstance(models, str) else list(models),
+        snakemake.params.folds,
+        snakemake.input.soundscapes,
+        snakemake.output[0],
+        threads=snakemake.threads,
+    )
