@@ -235,9 +235,11 @@ def test_a_fold_reads_its_own_models_labels_trimmed_and_sharpened(
 
 
 def test_pseudo_labels_that_do_not_fit_the_fold_are_refused(
-    pseudo_file, soundscape_shard, tiny_demo, tmp_path
+    pseudo_file, soundscape_shard, tiny_demo, tmp_path, fold_models
 ):
     classes = _classes(tiny_demo)
+    with pytest.raises(PseudoLabelError, match=r"2 model\(s\) given for folds \[0\]"):
+        write_pseudo_labels(fold_models, [0], soundscape_shard, tmp_path / "labels.h5")
 
     def load(fold, labels, shards):
         return load_pseudo_windows(

@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 
 SOUNDSCAPE_DIR = "train_soundscapes"
 PSEUDO_FORMAT = 1
-_CLIPS_PER_CALL = 32  # soundscapes whose windows go through a model in one call
+# soundscapes whose windows go through a model in one call (96 windows: at 256x256 a GPU's
+# memory holds them, and a CPU job stays within its mem_mb)
+_CLIPS_PER_CALL = 8
 
 
 class PseudoLabelError(ValueError):
@@ -136,6 +138,8 @@ def write_pseudo_labels(
     number of windows."""
     from dawnchorus.predict import join_windows, load_fold_ensembles
 
+    if len(folds) != len(model_paths):
+        raise PseudoLabelError(f"{len(model_paths)} model(s) given for folds {list(folds)}")
     ensembles = load_fold_ensembles(model_paths, threads)
     params, classes = ensembles[0].params, ensembles[0].classes
     segments = ensembles[0].segments
