@@ -158,7 +158,7 @@ def test_a_self_training_round_is_reproducible_from_the_round_before(
         write_pseudo_labels,
     )
 
-    config = small_config(epochs=2)
+    config = small_config(epochs=1)
     config["semi_supervised"].update(mix_prob=1.0, min_probability=0.0)
     hyperparameters = Hyperparameters.from_config(config)
     soundscapes = tmp_path / "soundscapes.h5"
