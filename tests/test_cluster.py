@@ -33,7 +33,9 @@ DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
 # first epoch (later epochs take about a second here) to be cancelled mid-training
 DEBUG = "debug={enabled: true, trials: 1, epochs: 6}"
 INSTALL_TIMEOUT = 600
-RUN_TIMEOUT = 480
+# the debug DAG has five self-training jobs besides (two soundscape shards, two labelling jobs,
+# round 1's fold): 480 s was cut short on a busy machine
+RUN_TIMEOUT = 900
 
 
 def _timed(command: list[str], seconds: float, **kwargs) -> subprocess.CompletedProcess:
