@@ -116,6 +116,11 @@ def truncated_ogg(seconds: float, keep_fraction: float) -> bytes:
     return data[: int(len(data) * keep_fraction)]
 
 
+def taxonomy_classes(data: Path) -> list[str]:
+    """A data folder's classes, in taxonomy.csv order (the order models predict them in)."""
+    return list(pd.read_csv(data / "taxonomy.csv")["primary_label"])
+
+
 def save_fold_model(path, classes, seed, normalization="minmax", head="pool"):
     """An untrained model whose probabilities still spread over (0, 1) and differ per window.
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from support import save_fold_model, tone, truncated_ogg, write_audio
+from support import save_fold_model, taxonomy_classes, tone, truncated_ogg, write_audio
 
 from dawnchorus.cli import main
 from dawnchorus.config import AudioParams, ConfigError, load_config, section_defaults
@@ -39,14 +39,10 @@ PARAMS = AudioParams.from_config(section_defaults("audio"))
 SETTINGS = {**section_defaults("predict"), "batch_size": 16}
 
 
-def _classes(data):
-    return list(pd.read_csv(data / "taxonomy.csv")["primary_label"])
-
-
 @pytest.fixture(scope="module")
 def folds(tmp_path_factory, tiny_demo):
     root = tmp_path_factory.mktemp("folds")
-    classes = _classes(tiny_demo)
+    classes = taxonomy_classes(tiny_demo)
     return [save_fold_model(root / f"fold_{k}.keras", classes, seed=k) for k in range(2)]
 
 
@@ -59,7 +55,7 @@ def soundscape_windows(tiny_demo):
 @pytest.fixture(scope="module")
 def sed_folds(tmp_path_factory, tiny_demo):
     root = tmp_path_factory.mktemp("sed_folds")
-    classes = _classes(tiny_demo)
+    classes = taxonomy_classes(tiny_demo)
     return [
         # denoised: the export must also run its per-band background (top_k) in TFLite
         save_fold_model(root / f"fold_{k}.keras", classes, k, "denoised", head="sed")
@@ -200,7 +196,7 @@ def test_an_export_outside_the_tolerance_is_not_written(tmp_path, folds, soundsc
 
 def test_models_carry_their_classes_and_features(folds, tiny_demo):
     metadata = read_metadata(folds[0])
-    assert metadata["classes"] == _classes(tiny_demo)
+    assert metadata["classes"] == taxonomy_classes(tiny_demo)
     assert metadata["audio"]["n_mels"] == PARAMS.n_mels and metadata["normalization"] == "minmax"
 
 
@@ -221,10 +217,10 @@ def test_model_file_problems_are_named(tmp_path, folds, tiny_demo):
     garbage.write_bytes(b"not a zip")
     with pytest.raises(ModelFileError, match=r"not a readable \.keras model"):
         load_ensemble([garbage])
-    other = save_fold_model(tmp_path / "other.keras", _classes(tiny_demo), 3, "fixed")
+    other = save_fold_model(tmp_path / "other.keras", taxonomy_classes(tiny_demo), 3, "fixed")
     with pytest.raises(PredictionError, match="differ in normalization"):
         load_ensemble([folds[0], other])
-    longer = save_fold_model(tmp_path / "sed.keras", _classes(tiny_demo), 3, head="sed")
+    longer = save_fold_model(tmp_path / "sed.keras", taxonomy_classes(tiny_demo), 3, head="sed")
     with pytest.raises(PredictionError, match="differ in input_s"):
         load_ensemble([folds[0], longer])
     older = tmp_path / "older.keras"
@@ -258,7 +254,7 @@ def test_submission_keeps_every_row_of_bad_soundscapes(tmp_path, tiny_demo, expo
     short = folder / "ZZ_short.ogg"  # not listed, decodable: its own (one) window
     short.write_bytes(truncated_ogg(60.0, 0.03))
     ensemble = load_ensemble([exported[0]])
-    classes = _classes(tiny_demo)
+    classes = taxonomy_classes(tiny_demo)
     submission, problems = soundscape_submission(
         [good, cut, empty, short], ensemble, classes, SETTINGS, tiny_demo / "sample_submission.csv"
     )
@@ -290,7 +286,7 @@ def test_a_listed_soundscape_without_audio_keeps_its_rows_and_is_a_problem(
     submission, problems = soundscape_submission(
         soundscapes[1:],
         load_ensemble([exported[0]]),
-        _classes(tiny_demo),
+        taxonomy_classes(tiny_demo),
         SETTINGS,
         tiny_demo / "sample_submission.csv",
     )
@@ -306,14 +302,17 @@ def test_a_listed_soundscape_without_audio_keeps_its_rows_and_is_a_problem(
 
 def test_empty_soundscape_folder_gives_a_header_only_submission(tiny_demo, exported):
     submission, problems = soundscape_submission(
-        [], load_ensemble([exported[0]]), _classes(tiny_demo), SETTINGS
+        [], load_ensemble([exported[0]]), taxonomy_classes(tiny_demo), SETTINGS
     )
-    assert submission.empty and submission.columns.tolist() == ["row_id", *_classes(tiny_demo)]
+    assert submission.empty and submission.columns.tolist() == [
+        "row_id",
+        *taxonomy_classes(tiny_demo),
+    ]
     assert problems.empty
 
 
 def test_a_model_of_another_taxonomy_is_refused(tiny_demo, exported):
-    classes = _classes(tiny_demo)
+    classes = taxonomy_classes(tiny_demo)
     with pytest.raises(PredictionError, match=r"missing \['newbird'\]"):
         soundscape_submission([], load_ensemble([exported[0]]), [*classes, "newbird"], SETTINGS)
     with pytest.raises(PredictionError, match="same classes in another order"):

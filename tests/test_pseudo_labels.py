@@ -8,15 +8,14 @@ import shutil
 
 import h5py
 import numpy as np
-import pandas as pd
 import pytest
-from support import save_fold_model
+from support import save_fold_model, taxonomy_classes
 
 from dawnchorus.config import AudioParams, load_config, section_defaults
 from dawnchorus.dataset import training_dataset
 from dawnchorus.features import cut_window
 from dawnchorus.folds import load_labelled_clips
-from dawnchorus.predict import AUDIO_SUFFIXES, load_ensemble
+from dawnchorus.predict import load_ensemble
 from dawnchorus.pseudo_labels import (
     PseudoLabelError,
     list_soundscapes,
@@ -34,10 +33,6 @@ from dawnchorus.shards import ClipStore, open_shard
 pytestmark = pytest.mark.training
 PARAMS = AudioParams.from_config(section_defaults("audio"))
 SETTINGS = section_defaults("semi_supervised")
-
-
-def _classes(data):
-    return list(pd.read_csv(data / "taxonomy.csv")["primary_label"])
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +54,7 @@ def soundscape_data(tmp_path_factory, tiny_demo):
 @pytest.fixture(scope="module")
 def soundscape_shard(tmp_path_factory, soundscape_data):
     out = tmp_path_factory.mktemp("soundscapes") / "shard_000.h5"
-    names = list_soundscapes(soundscape_data, AUDIO_SUFFIXES)
+    names = list_soundscapes(soundscape_data)
     summary = soundscape_spectrogram_stage(soundscape_data, names, PARAMS, out)
     assert summary.stored == 2
     assert [name for name, _ in summary.quarantined] == ["broken.ogg"]
@@ -69,7 +64,7 @@ def soundscape_shard(tmp_path_factory, soundscape_data):
 @pytest.fixture(scope="module")
 def fold_models(tmp_path_factory, tiny_demo):
     root = tmp_path_factory.mktemp("round_0")
-    classes = _classes(tiny_demo)
+    classes = taxonomy_classes(tiny_demo)
     return [save_fold_model(root / f"fold_{k}.keras", classes, seed=10 + k) for k in (0, 2)]
 
 
@@ -112,12 +107,12 @@ def test_soundscape_shards_split_the_files_and_adding_one_moves_no_other():
 
 
 def test_listing_ignores_what_is_not_audio_and_a_missing_folder(tmp_path, soundscape_data):
-    assert list_soundscapes(soundscape_data, AUDIO_SUFFIXES) == [
+    assert list_soundscapes(soundscape_data) == [
         "broken.ogg",
         "site_0.ogg",
         "site_1.ogg",
     ]
-    assert list_soundscapes(tmp_path, AUDIO_SUFFIXES) == []
+    assert list_soundscapes(tmp_path) == []
 
 
 def test_a_round_trains_for_semi_supervised_epochs_when_set():
@@ -160,12 +155,12 @@ def test_pseudo_labels_are_each_fold_models_own_probabilities(
 ):
     with h5py.File(pseudo_file, "r") as handle:
         assert json.loads(handle.attrs["folds"]) == [0, 2]
-        assert json.loads(handle.attrs["classes"]) == _classes(tiny_demo)
+        assert json.loads(handle.attrs["classes"]) == taxonomy_classes(tiny_demo)
         names = list(handle["filename"].asstr()[:])
         clip, start = handle["clip"][:], handle["start"][:]
         probabilities = handle["probabilities"][:]
     assert names == ["site_0.ogg", "site_1.ogg"]  # the broken one was quarantined
-    assert probabilities.shape == (2, len(clip), len(_classes(tiny_demo)))
+    assert probabilities.shape == (2, len(clip), len(taxonomy_classes(tiny_demo)))
     assert not np.allclose(probabilities[0], probabilities[1]), "two models, two opinions"
     with open_shard(soundscape_shard, PARAMS) as shard:
         for index, model in enumerate(fold_models):
@@ -197,7 +192,7 @@ def test_pseudo_labels_are_a_pure_function_of_models_and_soundscapes(
 def test_a_fold_reads_its_own_models_labels_trimmed_and_sharpened(
     pseudo_file, soundscape_shard, tiny_demo
 ):
-    classes = _classes(tiny_demo)
+    classes = taxonomy_classes(tiny_demo)
     settings = {**SETTINGS, "sharpen_power": 2.0, "min_probability": 0.3}
     pseudo = load_pseudo_windows(
         [pseudo_file], [soundscape_shard], 2, classes, PARAMS, PARAMS.window_frames, settings, 64
@@ -237,7 +232,7 @@ def test_a_fold_reads_its_own_models_labels_trimmed_and_sharpened(
 def test_pseudo_labels_that_do_not_fit_the_fold_are_refused(
     pseudo_file, soundscape_shard, tiny_demo, tmp_path, fold_models
 ):
-    classes = _classes(tiny_demo)
+    classes = taxonomy_classes(tiny_demo)
     with pytest.raises(PseudoLabelError, match=r"2 model\(s\) given for folds \[0\]"):
         write_pseudo_labels(fold_models, [0], soundscape_shard, tmp_path / "labels.h5")
 

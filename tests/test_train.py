@@ -151,7 +151,6 @@ def test_a_self_training_round_is_reproducible_from_the_round_before(
 ):
     """Round 0 trained twice gives the same model, hence the same pseudo-labels; round 1 from
     either gives the same outputs: rerunning an earlier round changes nothing downstream."""
-    from dawnchorus.predict import AUDIO_SUFFIXES
     from dawnchorus.pseudo_labels import (
         list_soundscapes,
         soundscape_spectrogram_stage,
@@ -162,7 +161,7 @@ def test_a_self_training_round_is_reproducible_from_the_round_before(
     config["semi_supervised"].update(mix_prob=1.0, min_probability=0.0)
     hyperparameters = Hyperparameters.from_config(config)
     soundscapes = tmp_path / "soundscapes.h5"
-    names = list_soundscapes(tiny_demo, AUDIO_SUFFIXES)
+    names = list_soundscapes(tiny_demo)
     soundscape_spectrogram_stage(tiny_demo, names, tiny_prepared.params, soundscapes)
 
     outputs = []

@@ -360,18 +360,23 @@ def birdclef_csvs(tmp_path):
     return data
 
 
-def test_dry_run_plans_per_shard_not_per_file(tmp_path, birdclef_csvs):
-    """28,564 rows (the BirdCLEF 2025 size): the plan has one job per shard, none per file."""
-    data = birdclef_csvs
-    result = run_snakemake(
+def _plan_full_config(tmp_path, data, *overrides):
+    """`snakemake -n` with config/config.yaml on `data`, results under tmp_path/out."""
+    return run_snakemake(
         "-n",
         "--configfile",
         FULL_CONFIG,
         "--config",
         f"data_dir={data}",
         f"results_dir={tmp_path / 'out'}",
+        *overrides,
         workdir=tmp_path,
     )
+
+
+def test_dry_run_plans_per_shard_not_per_file(tmp_path, birdclef_csvs):
+    """28,564 rows (the BirdCLEF 2025 size): the plan has one job per shard, none per file."""
+    result = _plan_full_config(tmp_path, birdclef_csvs)
     shards = load_config(FULL_CONFIG, {"data_dir": "x"})["shards"]["count"]
     reference = {"embeddings": shards, "reference": 1} if BIRDNET else {}
     assert job_counts(result.stdout) == {
@@ -396,16 +401,7 @@ def test_dry_run_plans_per_shard_not_per_file(tmp_path, birdclef_csvs):
 
 
 def _plan_rounds(tmp_path, data, rounds):
-    return run_snakemake(
-        "-n",
-        "--configfile",
-        FULL_CONFIG,
-        "--config",
-        f"data_dir={data}",
-        f"results_dir={tmp_path / 'out'}",
-        f"semi_supervised={{rounds: {rounds}, shards: 4}}",
-        workdir=tmp_path,
-    )
+    return _plan_full_config(tmp_path, data, f"semi_supervised={{rounds: {rounds}, shards: 4}}")
 
 
 def test_dry_run_plans_every_self_training_round_at_once(tmp_path, birdclef_csvs):

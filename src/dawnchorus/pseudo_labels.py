@@ -47,17 +47,15 @@ class PseudoLabelError(ValueError):
     """Pseudo-labels that do not fit the training job that reads them."""
 
 
-def list_soundscapes(data_dir: str | Path, suffixes: frozenset[str]) -> list[str]:
+def list_soundscapes(data_dir: str | Path) -> list[str]:
     """Audio files under data_dir/train_soundscapes (paths relative to it, sorted); [] when the
     folder does not exist."""
+    from dawnchorus.predict import find_recordings
+
     root = Path(data_dir) / SOUNDSCAPE_DIR
     if not root.is_dir():
         return []
-    return sorted(
-        path.relative_to(root).as_posix()
-        for path in root.rglob("*")
-        if path.is_file() and path.suffix.lower() in suffixes
-    )
+    return sorted(path.relative_to(root).as_posix() for path in find_recordings([root]))
 
 
 def soundscapes_of_shard(filenames: Sequence[str], shard: int, n_shards: int) -> list[str]:

@@ -31,26 +31,29 @@ def _per_class_oof_auc(head_metrics: Mapping, classes: Sequence[str]) -> list[fl
     return [per_class.get(label, np.nan) for label in classes]
 
 
-def _round_summary(
-    round_index: int,
-    metrics_paths: Sequence[str | Path],
-    oof_paths: Sequence[str | Path],
-    labels: pd.DataFrame,
-    classes: Sequence[str],
-) -> dict:
-    """One self-training round's CV: mean, std and OOF macro-AUC, and each fold's."""
+def _read_folds(
+    metrics_paths: Sequence[str | Path], oof_paths: Sequence[str | Path]
+) -> tuple[list[dict], pd.DataFrame]:
+    """The folds' metrics.json and their out-of-fold predictions, concatenated."""
     folds = [read_json(path) for path in metrics_paths]
     oof = pd.concat(
         [pd.read_csv(path, keep_default_na=False) for path in oof_paths], ignore_index=True
     )
+    return folds, oof
+
+
+def _oof_auc(oof: pd.DataFrame, labels: pd.DataFrame, classes: Sequence[str]):
+    return birdclef_auc(labels.loc[oof["filename"]].to_numpy(), oof[list(classes)].to_numpy())
+
+
+def _round_summary(round_index: int, folds: Sequence[Mapping], oof_auc: float) -> dict:
+    """One self-training round's CV: mean, std and OOF macro-AUC, and each fold's."""
     mean, std = _mean_std([entry["val_auc"] for entry in folds])
     return {
         "round": round_index,
         "mean_val_auc": mean,
         "std_val_auc": std,
-        "oof_val_auc": birdclef_auc(
-            labels.loc[oof["filename"]].to_numpy(), oof[list(classes)].to_numpy()
-        ).macro,
+        "oof_val_auc": oof_auc,
         "fold_val_auc": {f"fold_{entry['fold']}": entry["val_auc"] for entry in folds},
     }
 
@@ -76,12 +79,8 @@ def aggregate_folds(
     labels = pd.DataFrame(
         label_matrix(manifest, classes), columns=classes, index=manifest["filename"]
     )
-    folds = [read_json(path) for path in metrics_paths]
-    oof = pd.concat(
-        [pd.read_csv(path, keep_default_na=False) for path in oof_paths], ignore_index=True
-    )
-    oof_labels = labels.loc[oof["filename"]].to_numpy()
-    oof_auc = birdclef_auc(oof_labels, oof[classes].to_numpy())
+    folds, oof = _read_folds(metrics_paths, oof_paths)
+    oof_auc = _oof_auc(oof, labels, classes)
 
     individual = {}
     for entry, path in zip(folds, metrics_paths, strict=True):
@@ -120,10 +119,12 @@ def aggregate_folds(
     }
     if rounds or earlier_rounds:
         cv_results["self_training_rounds"] = rounds
-        cv_results["rounds"] = [
-            _round_summary(entry["round"], entry["metrics"], entry["oof"], labels, classes)
-            for entry in earlier_rounds
-        ] + [_round_summary(rounds, metrics_paths, oof_paths, labels, classes)]
+        earlier = []
+        for entry in earlier_rounds:
+            round_folds, round_oof = _read_folds(entry["metrics"], entry["oof"])
+            round_auc = _oof_auc(round_oof, labels, classes).macro
+            earlier.append(_round_summary(entry["round"], round_folds, round_auc))
+        cv_results["rounds"] = [*earlier, _round_summary(rounds, folds, oof_auc.macro)]
     if reference is not None:
         cv_results["reference"] = _summary_block(reference)
         cv_results["cnn_minus_reference_val_auc"] = (

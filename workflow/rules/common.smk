@@ -96,9 +96,7 @@ def training_settings():
 
 SELF_TRAINING = config["semi_supervised"]
 # listed when the workflow is parsed (a soundscape added later reruns its shard's jobs)
-TRAIN_SOUNDSCAPES = (
-    list_soundscapes(DATA_DIR, AUDIO_SUFFIXES) if SELF_TRAINING["rounds"] else []
-)
+TRAIN_SOUNDSCAPES = list_soundscapes(DATA_DIR) if SELF_TRAINING["rounds"] else []
 ROUNDS = SELF_TRAINING["rounds"] if TRAIN_SOUNDSCAPES else 0
 if SELF_TRAINING["rounds"] and not TRAIN_SOUNDSCAPES:
     logger.warning(
