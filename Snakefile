@@ -31,3 +31,4 @@ rule all:
         rules.export.output,
         rules.predict.output,
         rules.soundscape_score.output if GROUND_TRUTH.is_file() else [],
+        rules.soundscape_ablation.output if SOUNDSCAPE_ABLATION else [],

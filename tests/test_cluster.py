@@ -285,6 +285,7 @@ def test_debug_dag_runs_every_job_on_its_partition(cluster_run):
         "export": 1,
         "predict": 1,
         "soundscape_score": 1,
+        "soundscape_ablation": 1,
     }, jobs
     for job in jobs:
         tres = dict(item.split("=") for item in job.req_tres.split(","))

@@ -33,6 +33,7 @@ from dawnchorus.predict import (
     soundscape_submission,
     window_features,
 )
+from dawnchorus.soundscape_ablation import AblationGrid, soundscape_ablation
 
 pytestmark = pytest.mark.training
 PARAMS = AudioParams.from_config(section_defaults("audio"))
@@ -455,3 +456,84 @@ def test_overlapping_windows_are_predicted_and_merged_into_the_rows(tmp_path, fo
     np.testing.assert_allclose(overlapped.probabilities[3], plain.probabilities[3], atol=1e-7)
     with pytest.raises(PredictionError, match="one window per input"):
         next(predict_recordings([recording], load_ensemble(sed_folds), 4, 1.0, [1.0], 0, 2))
+
+
+# --------------------------------------------------------------------------------------------
+# the soundscape ablation
+
+
+def test_ablation_scores_every_round_and_setting_as_the_submission_would(tiny_demo, folds):
+    """Each cell is the score of the submission made with that round's models and settings,
+    though each (round, hops) is predicted once."""
+    soundscapes = sorted((tiny_demo / "test_soundscapes").glob("*.ogg"))
+    truth = pd.read_csv(tiny_demo / "test_soundscapes_ground_truth.csv")
+    classes = taxonomy_classes(tiny_demo)
+    grid = AblationGrid.from_config(
+        {
+            "hops_per_window": [2, 1],
+            "smoothing_kernels": [[1], [0.25, 0.5, 0.25]],
+            "scale_by_top_windows": [0, 3],
+        }
+    )
+    settings = {**SETTINGS, "smoothing_kernel": [0.25, 0.5, 0.25], "hops_per_window": 1}
+    rounds = {0: folds[:1], 1: folds}
+    sample = tiny_demo / "sample_submission.csv"
+    ablation = soundscape_ablation(rounds, soundscapes, truth, classes, settings, grid, sample)
+    results = ablation["results"]
+    assert len(results) == 2 * 2 * 2 * 2
+    assert [(entry["round"], entry["hops_per_window"]) for entry in results[::4]] == [
+        (0, 1),
+        (0, 2),
+        (1, 1),
+        (1, 2),
+    ]
+    assert {entry["post_processing"] for entry in results} == {
+        "none",
+        "top-3 scaling",
+        "smoothing [0.25, 0.5, 0.25]",
+        "smoothing [0.25, 0.5, 0.25] + top-3 scaling",
+    }
+    assert all(entry["rows"] == 12 * len(soundscapes) for entry in results)
+    assert all(entry["audio_s_per_s"] > 0 for entry in results)
+    assert ablation["configured"] == {
+        "round": 1,
+        "hops_per_window": 1,
+        "smoothing_kernel": [0.25, 0.5, 0.25],
+        "scale_by_top_windows": 0,
+    }
+    for entry in (results[0], results[-1], results[6]):
+        variant = {
+            **settings,
+            "hops_per_window": entry["hops_per_window"],
+            "smoothing_kernel": entry["smoothing_kernel"],
+            "scale_by_top_windows": entry["scale_by_top_windows"],
+        }
+        submission, _ = soundscape_submission(
+            soundscapes, load_ensemble(rounds[entry["round"]]), classes, variant, sample
+        )
+        assert entry["macro_auc"] == pytest.approx(
+            score_soundscapes(submission, truth)["macro_auc"], abs=1e-9
+        )
+    # the settings are not all the same score: the table measures something
+    assert len({round(entry["macro_auc"], 9) for entry in results}) > 4
+
+
+def test_ablation_skips_overlap_for_models_of_several_windows(tiny_demo, sed_folds):
+    soundscapes = sorted((tiny_demo / "test_soundscapes").glob("*.ogg"))[:1]
+    truth = pd.read_csv(tiny_demo / "test_soundscapes_ground_truth.csv")
+    truth = truth[truth["row_id"].str.startswith(soundscapes[0].stem + "_")]
+    grid = AblationGrid.from_config(
+        {"hops_per_window": [1, 2], "smoothing_kernels": [[1]], "scale_by_top_windows": [0]}
+    )
+    ablation = soundscape_ablation(
+        {0: sed_folds}, soundscapes, truth, taxonomy_classes(tiny_demo), SETTINGS, grid
+    )
+    assert [entry["hops_per_window"] for entry in ablation["results"]] == [1]
+    assert ablation["skipped"] == ["hops_per_window 2: the models take 2 windows per input"]
+
+
+def test_ablation_kernels_are_checked_with_the_config():
+    with pytest.raises(ConfigError, match=r"predict.ablation.smoothing_kernels: \[0.5, 0.5\]"):
+        load_config(
+            None, {"data_dir": ".", "predict": {"ablation": {"smoothing_kernels": [[0.5, 0.5]]}}}
+        )

@@ -55,17 +55,83 @@ def test_summary_says_where_the_cnn_stands_against_the_reference(reference, expe
     assert ("pretrained reference:" in summary) == (reference is not None)
 
 
+def _ablation() -> dict:
+    """Two rounds x hops 1 and 2 x smoothing off / on, as soundscape_ablation writes them."""
+    results = []
+    for round_index, hops, kernel, auc, speed in [
+        (0, 1, [1.0], 0.853, 222.0),
+        (0, 1, [0.25, 0.5, 0.25], 0.867, 222.0),
+        (0, 2, [1.0], 0.880, 85.0),
+        (0, 2, [0.25, 0.5, 0.25], 0.879, 85.0),
+        (1, 1, [1.0], 0.879, 165.0),
+        (1, 1, [0.25, 0.5, 0.25], 0.891, 165.0),
+        (1, 2, [1.0], 0.885, 82.0),
+        (1, 2, [0.25, 0.5, 0.25], 0.889, 82.0),
+    ]:
+        results.append(
+            {
+                "round": round_index,
+                "hops_per_window": hops,
+                "smoothing_kernel": kernel,
+                "scale_by_top_windows": 0,
+                "post_processing": "none" if kernel == [1.0] else f"smoothing {kernel}",
+                "macro_auc": auc,
+                "rows": 144,
+                "audio_s_per_s": speed,
+            }
+        )
+    return {
+        "threads": 2,
+        "configured": {
+            "round": 1,
+            "hops_per_window": 1,
+            "smoothing_kernel": [0.25, 0.5, 0.25],
+            "scale_by_top_windows": 0,
+        },
+        "skipped": [],
+        "results": results,
+    }
+
+
+def test_summary_tabulates_the_soundscape_ablation_with_the_submissions_cell_in_bold():
+    summary = results_summary(
+        _cv_results(0.85, 0.70),
+        {"macro_auc": 0.891, "windows": 144, "scored_classes": 11},
+        _ablation(),
+    )
+    table = summary[summary.index("by self-training round") :]
+    rows = table.split("   * - ")[1:]
+    assert [row.split("\n")[0] for row in rows] == ["model", *["round 0"] * 2, *["round 1"] * 2]
+    assert [cell.strip() for cell in rows[0].split("     - ")[1:]] == [
+        "hops per window",
+        "none",
+        "smoothing [0.25, 0.5, 0.25]",
+        "audio s / s",
+    ]
+    assert [cell.strip() for cell in rows[3].split("     - ")[1:]] == [
+        "1",
+        "0.879",
+        "**0.891**",
+        "165",
+    ]
+    assert table.count("**") == 2  # one cell only
+    assert "0.880" in rows[2] and "85" in rows[2]
+
+
 def test_summary_is_valid_restructured_text():
     from docutils.core import publish_parts
 
     html = publish_parts(
         results_summary(
-            _cv_results(0.5, 0.6, 0.7), {"macro_auc": 0.5, "windows": 1, "scored_classes": 1}
+            _cv_results(0.5, 0.6, 0.7),
+            {"macro_auc": 0.5, "windows": 1, "scored_classes": 1},
+            {**_ablation(), "skipped": ["hops_per_window 2: the models take 2 windows per input"]},
         ),
         writer="html",
         settings_overrides={"halt_level": 2},  # a warning in the markup fails the test
     )["html_body"]
     assert "<table" in html and "has not learned" in html
+    assert "<strong>0.891</strong>" in html and "Not compared: hops_per_window 2" in html
 
 
 def test_summary_shows_each_self_training_round_beside_the_last():

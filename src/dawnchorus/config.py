@@ -167,6 +167,10 @@ def _semantic_problems(config: Mapping) -> Iterator[str]:
     problem = kernel_problem(config["predict"]["smoothing_kernel"])
     if problem:
         yield f"predict.smoothing_kernel {problem}"
+    for kernel in config["predict"]["ablation"]["smoothing_kernels"]:
+        problem = kernel_problem(kernel)
+        if problem:
+            yield f"predict.ablation.smoothing_kernels: {list(kernel)} {problem}"
     n_folds = config["folds"]["n_folds"]
     for key in ("folds.train", "debug.folds"):
         section, name = key.split(".")

@@ -579,6 +579,19 @@ def check_classes(model_classes: Sequence[str], expected: Sequence[str], source:
     )
 
 
+def expected_submission_rows(
+    sample_submission: str | Path | None, classes: Sequence[str]
+) -> dict[str, list[str]]:
+    """The row ids sample_submission.csv lists, by soundscape stem (none without the file)."""
+    expected_rows: dict[str, list[str]] = {}
+    if sample_submission is not None:
+        sample = pd.read_csv(sample_submission)
+        check_classes(list(sample.columns[1:]), classes, "the taxonomy (sample_submission.csv)")
+        for row_id in sample["row_id"].astype(str):
+            expected_rows.setdefault(row_id.rsplit("_", 1)[0], []).append(row_id)
+    return expected_rows
+
+
 def soundscape_submission(
     soundscapes: Sequence[str | Path],
     ensemble: Ensemble,
@@ -587,7 +600,32 @@ def soundscape_submission(
     sample_submission: str | Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(submission, problems): one row per window of every soundscape, `classes` columns.
-    `settings`: the predict config's SUBMISSION_SETTINGS.
+    `settings`: the predict config's SUBMISSION_SETTINGS. See `assemble_submission`."""
+    check_classes(ensemble.classes, classes, "the taxonomy")
+    expected_rows = expected_submission_rows(sample_submission, classes)
+    ordered = sorted(map(Path, soundscapes), key=lambda path: path.stem)
+    predictions = predict_recordings(
+        ordered,
+        ensemble,
+        settings["batch_size"],
+        settings["min_last_window_s"],
+        hops_per_window=settings["hops_per_window"],
+    )
+    # in a job's log (not a terminal) a progress line every 10 s, not one per file
+    progress = tqdm(predictions, total=len(ordered), unit="file", mininterval=10)
+    return assemble_submission(progress, classes, settings, expected_rows, ensemble.params.window_s)
+
+
+def assemble_submission(
+    predictions: Iterable[FilePrediction],
+    classes: Sequence[str],
+    settings: Mapping,
+    expected_rows: Mapping[str, list[str]],
+    window_s: float,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(submission, problems) from the soundscapes' window rows (`predict_recordings` without
+    post-processing): each soundscape's rows post-processed (`settings`' smoothing kernel and
+    top-window scaling), then completed.
 
     A soundscape that cannot be (fully) decoded, or is shorter than the sample submission expects,
     keeps the rows it has; its missing rows (those of the sample submission for it, else
@@ -595,16 +633,7 @@ def soundscape_submission(
     says which file, why, and how many rows were filled. A soundscape of the sample submission
     without an audio file keeps its rows too (all filled) and gets a `problems` row.
     """
-    check_classes(ensemble.classes, classes, "the taxonomy")
-    expected_rows: dict[str, list[str]] = {}
-    if sample_submission is not None:
-        sample = pd.read_csv(sample_submission)
-        check_classes(list(sample.columns[1:]), classes, "the taxonomy (sample_submission.csv)")
-        for row_id in sample["row_id"].astype(str):
-            expected_rows.setdefault(row_id.rsplit("_", 1)[0], []).append(row_id)
-    window_s = ensemble.params.window_s
     fallback_windows = max(1, math.ceil(settings["fallback_duration_s"] / window_s))
-
     blocks: list[tuple[str, pd.DataFrame]] = []  # (soundscape stem, its rows)
     problems = []
 
@@ -630,22 +659,15 @@ def soundscape_submission(
         )
         return pd.DataFrame(fallback, index=range(filled), columns=list(classes))
 
-    ordered = sorted(map(Path, soundscapes), key=lambda path: path.stem)
-    predictions = predict_recordings(
-        ordered,
-        ensemble,
-        settings["batch_size"],
-        settings["min_last_window_s"],
-        settings["smoothing_kernel"],
-        settings["scale_by_top_windows"],
-        settings["hops_per_window"],
-    )
-    # in a job's log (not a terminal) a progress line every 10 s, not one per file
-    progress = tqdm(predictions, total=len(ordered), unit="file", mininterval=10)
-    for prediction in progress:
+    predicted_stems = set()
+    for prediction in predictions:
         stem = prediction.path.stem
+        predicted_stems.add(stem)
         ids = row_ids(stem, prediction.end_s)
-        block = pd.DataFrame(prediction.probabilities, columns=list(classes))
+        rows = postprocess(
+            prediction.probabilities, settings["smoothing_kernel"], settings["scale_by_top_windows"]
+        )
+        block = pd.DataFrame(rows, columns=list(classes))
         wanted = expected_rows.get(stem, [])
         if prediction.error is not None and not wanted:
             wanted = row_ids(stem, window_end_seconds(fallback_windows, window_s))
@@ -659,7 +681,6 @@ def soundscape_submission(
         block.insert(0, "row_id", ids)
         blocks.append((stem, block))
     # soundscapes the sample submission lists but that have no audio file: their rows are kept
-    predicted_stems = {path.stem for path in ordered}
     for stem, wanted in expected_rows.items():
         if stem not in predicted_stems:
             reason = "no audio file for this soundscape of sample_submission.csv"
@@ -677,7 +698,10 @@ def soundscape_submission(
         problems, columns=["filename", "reason", "predicted_rows", "filled_rows"]
     )
     log.info(
-        "%d soundscape(s), %d row(s), %d problem(s)", len(ordered), len(submission), len(problems)
+        "%d soundscape(s), %d row(s), %d problem(s)",
+        len(predicted_stems),
+        len(submission),
+        len(problems),
     )
     return submission[columns], problem_table
 

@@ -243,11 +243,21 @@ PREDICT = config["predict"]
 SOUNDSCAPE_DIR = DATA_DIR / "test_soundscapes"
 SAMPLE_SUBMISSION = DATA_DIR / "sample_submission.csv"
 GROUND_TRUTH = DATA_DIR / PREDICT["ground_truth"]
+SOUNDSCAPE_ABLATION = PREDICT["ablation"]["enabled"] and GROUND_TRUTH.is_file()
 
 
-def predicted_fold_models():
+def predicted_fold_models(round_index=ROUNDS):
+    """The fold models a round's ensemble averages (the last round's by default)."""
     folds = PREDICT["folds"] or config["folds"]["train"]
-    return [str(Path(fold_dir(ROUNDS, fold), "model.keras")) for fold in folds]
+    return [str(Path(fold_dir(round_index, fold), "model.keras")) for fold in folds]
+
+
+def ablation_round_models():
+    """Every round's ensemble, for the soundscape ablation."""
+    return {
+        round_index: predicted_fold_models(round_index)
+        for round_index in range(ROUNDS + 1)
+    }
 
 
 def test_soundscapes():
@@ -261,19 +271,26 @@ def test_soundscapes():
     )
 
 
-def prediction_inputs(wildcards):
+def soundscape_inputs(wildcards):
+    """What predicting the test soundscapes needs besides the models."""
     inputs = {
-        "models": (
-            rules.export.output.model
-            if PREDICT["engine"] == "tflite"
-            else predicted_fold_models()
-        ),
         "classes": rules.manifest.output.classes,
         "soundscapes": test_soundscapes(),
     }
     if SAMPLE_SUBMISSION.is_file():
         inputs["sample_submission"] = str(SAMPLE_SUBMISSION)
     return inputs
+
+
+def prediction_inputs(wildcards):
+    return {
+        "models": (
+            rules.export.output.model
+            if PREDICT["engine"] == "tflite"
+            else predicted_fold_models()
+        ),
+        **soundscape_inputs(wildcards),
+    }
 
 
 REFERENCE = config["reference"]
@@ -308,5 +325,9 @@ def summary_inputs(wildcards):
     if GROUND_TRUTH.is_file():
         inputs["soundscape_scores"] = results_path(
             "predictions", "soundscape_scores.json"
+        )
+    if SOUNDSCAPE_ABLATION:
+        inputs["soundscape_ablation"] = results_path(
+            "predictions", "soundscape_ablation.json"
         )
     return inputs

@@ -1,5 +1,6 @@
 # Inference: the fold ensemble exported for fast CPU prediction, the test soundscapes predicted
-# into a Kaggle submission, and (when window labels exist, as in the demo) its soundscape score.
+# into a Kaggle submission, and (when window labels exist, as in the demo) its soundscape score
+# and what each self-training round and post-processing step adds to it.
 
 
 rule export:
@@ -77,3 +78,30 @@ rule soundscape_score:
         runtime=10,
     script:
         "../scripts/soundscape_score.py"
+
+
+rule soundscape_ablation:
+    input:
+        unpack(soundscape_inputs),
+        round_models=[
+            path for paths in ablation_round_models().values() for path in paths
+        ],
+        truth=str(GROUND_TRUTH),
+    output:
+        results_path("predictions", "soundscape_ablation.json"),
+    log:
+        log_path("soundscape_ablation.log"),
+    benchmark:
+        benchmark_path("soundscape_ablation.tsv")
+    conda:
+        "../../envs/train.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        round_models=ablation_round_models(),
+        settings={key: PREDICT[key] for key in SUBMISSION_SETTINGS},
+        grid=PREDICT["ablation"],
+    script:
+        "../scripts/soundscape_ablation.py"

@@ -6,7 +6,10 @@ from dawnchorus.report import results_summary
 
 with log_to_file(snakemake.log[0]):
     scores = snakemake.input.get("soundscape_scores")
+    ablation = snakemake.input.get("soundscape_ablation")
     summary = results_summary(
-        read_json(snakemake.input.cv_results), read_json(scores) if scores else None
+        read_json(snakemake.input.cv_results),
+        read_json(scores) if scores else None,
+        read_json(ablation) if ablation else None,
     )
     write_bytes(snakemake.output[0], summary.encode())

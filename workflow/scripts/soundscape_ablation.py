@@ -1,0 +1,23 @@
+"""Rule soundscape_ablation: every round x post-processing scored on the labelled soundscapes."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from dawnchorus.artifacts import write_json
+from dawnchorus.logs import log_to_file
+from dawnchorus.manifest import read_classes
+from dawnchorus.soundscape_ablation import AblationGrid, soundscape_ablation
+
+with log_to_file(snakemake.log[0]):
+    ablation = soundscape_ablation(
+        {int(round_index): paths for round_index, paths in snakemake.params.round_models.items()},
+        snakemake.input.soundscapes,
+        pd.read_csv(snakemake.input.truth),
+        read_classes(snakemake.input.classes),
+        snakemake.params.settings,
+        AblationGrid.from_config(snakemake.params.grid),
+        sample_submission=snakemake.input.get("sample_submission"),
+        threads=snakemake.threads,
+    )
+    write_json(Path(snakemake.output[0]), ablation, sort_keys=False)
