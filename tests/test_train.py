@@ -119,6 +119,66 @@ def test_nan_loss_stops_training_with_a_clear_message_and_no_checkpoint(tiny_pre
     assert not paths.model.exists()
 
 
+def _fit_recording_weights(ema_momentum: float, swap: bool):
+    """A tiny regression fitted 3 epochs; the weights a callback sees between the averaged-weights
+    swap and its undoing (`judged`), the optimizer's averages then, and the weights after."""
+    from dawnchorus.train import _callbacks_module, make_optimizer
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = x @ rng.normal(size=(4, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    hp = dataclasses.replace(Hyperparameters.from_config(small_config()), optimizer="adam")
+    model.compile(optimizer=make_optimizer(hp, 0.05, ema_momentum), loss="mse")
+    record = {"judged": [], "averages": [], "after": []}
+
+    def probe(key, read_averages=False):
+        def on_epoch_end(epoch, logs=None):
+            record[key].append([v.numpy().copy() for v in model.trainable_variables])
+            if read_averages and ema_momentum:
+                averages = model.optimizer._model_variables_moving_average
+                record["averages"].append([v.numpy().copy() for v in averages])
+
+        return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
+
+    callbacks = _callbacks_module()
+    use_averaged = callbacks.UseAveragedWeights()
+    middle = [probe("judged", read_averages=True)]
+    chain = [use_averaged, *middle, callbacks.RestoreTrainingWeights(use_averaged)]
+    model.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=4,
+        shuffle=False,
+        verbose=0,
+        callbacks=[*(chain if swap else middle), probe("after")],
+    )
+    return record
+
+
+def test_validation_and_checkpoints_see_the_averaged_weights_training_goes_on_from_its_own():
+    swapped = _fit_recording_weights(ema_momentum=0.8, swap=True)
+    plain = _fit_recording_weights(ema_momentum=0.8, swap=False)
+    for judged, averages, after, unswapped in zip(
+        swapped["judged"], swapped["averages"], swapped["after"], plain["after"], strict=True
+    ):
+        # between the swap and its undoing: the optimizer's moving average ...
+        for value, average in zip(judged, averages, strict=True):
+            np.testing.assert_array_equal(value, average)
+        # ... which is not what training holds ...
+        assert not all(np.array_equal(a, b) for a, b in zip(judged, after, strict=True))
+        # ... and training goes on exactly as without the swap
+        for value, expected in zip(after, unswapped, strict=True):
+            np.testing.assert_array_equal(value, expected)
+    # without the average (ema_momentum 0) the swap changes nothing
+    off = _fit_recording_weights(ema_momentum=0.0, swap=True)
+    for judged, after in zip(off["judged"], off["after"], strict=True):
+        for a, b in zip(judged, after, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_an_epoch_logged_but_not_backed_up_is_forgotten_before_resuming(tmp_path):
     """Killed between CSVLogger/ModelCheckpoint and BackupAndRestore: the backup decides."""
     from dawnchorus.train import drop_unfinished_epochs, epochs_backed_up

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -179,15 +180,18 @@ def make_loss(training: Mapping):
     )
 
 
-def make_optimizer(hp: Hyperparameters, learning_rate):
+def make_optimizer(hp: Hyperparameters, learning_rate, ema_momentum: float = 0.0):
+    """`ema_momentum` > 0: the optimizer also keeps an exponential moving average of the
+    weights, which `UseAveragedWeights` puts in place for validation and checkpoints."""
     import keras
 
+    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum > 0 else {}
     if hp.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.Adam(learning_rate, **ema)
     if hp.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=hp.weight_decay)
+        return keras.optimizers.AdamW(learning_rate, weight_decay=hp.weight_decay, **ema)
     if hp.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate, weight_decay=hp.weight_decay or None)
+        return keras.optimizers.RMSprop(learning_rate, weight_decay=hp.weight_decay or None, **ema)
     raise ValueError(f"unknown optimizer {hp.optimizer!r}")
 
 
@@ -249,6 +253,36 @@ def _callbacks_module():
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch = epoch
 
+    class UseAveragedWeights(keras.callbacks.Callback):
+        """At each epoch's end, puts the optimizer's moving average of the weights
+        (training.ema_momentum) in place of the training weights, until `RestoreTrainingWeights`
+        puts them back; a no-op for an optimizer without the average."""
+
+        def __init__(self):
+            super().__init__()
+            self.training_weights = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if getattr(self.model.optimizer, "use_ema", False):
+                variables = self.model.trainable_variables
+                self.training_weights = [variable.numpy() for variable in variables]
+                self.model.optimizer.finalize_variable_values(variables)
+
+    class RestoreTrainingWeights(keras.callbacks.Callback):
+        """Puts back the training weights its `UseAveragedWeights` swapped out."""
+
+        def __init__(self, swap: UseAveragedWeights):
+            super().__init__()
+            self._swap = swap
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self._swap.training_weights is not None:
+                for variable, value in zip(
+                    self.model.trainable_variables, self._swap.training_weights, strict=True
+                ):
+                    variable.assign(value)
+                self._swap.training_weights = None
+
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         """EarlyStopping that remembers the epochs finished before a restart."""
 
@@ -293,7 +327,15 @@ def _callbacks_module():
 
         on_train_end = on_epoch_begin
 
-    return ValidationAUC, StopOnNonFiniteLoss, ResumableEarlyStopping, ElapsedTime, KeepNewestBest
+    return SimpleNamespace(
+        ValidationAUC=ValidationAUC,
+        StopOnNonFiniteLoss=StopOnNonFiniteLoss,
+        UseAveragedWeights=UseAveragedWeights,
+        RestoreTrainingWeights=RestoreTrainingWeights,
+        ResumableEarlyStopping=ResumableEarlyStopping,
+        ElapsedTime=ElapsedTime,
+        KeepNewestBest=KeepNewestBest,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -552,7 +594,8 @@ def build_and_compile(
         crops = len(data.train_rows) * training["sampling"]["crops_per_recording"]
         steps = math.ceil(crops / hp.batch_size)
         schedule = make_learning_rate(hp, steps, epochs, training["warmup_epochs"])
-        model.compile(optimizer=make_optimizer(hp, schedule), loss=make_loss(training))
+        optimizer = make_optimizer(hp, schedule, training["ema_momentum"])
+        model.compile(optimizer=optimizer, loss=make_loss(training))
         # Keras creates the optimizer's variables inside the first trace of the train step
         # otherwise, and TensorFlow then traces the whole step a second time (~20 s of an
         # EfficientNet-B0's start on a CPU, every fold and every tuning trial)
@@ -560,20 +603,28 @@ def build_and_compile(
     return model
 
 
-def epoch_callbacks(data: FoldData, hp: Hyperparameters, patience: int) -> list:
-    """What every fit needs first: the exact val_auc in the epoch logs, a stop on a NaN loss,
-    and for reduce_on_plateau the callback that drives the learning rate."""
+def epoch_callbacks(data: FoldData, hp: Hyperparameters, patience: int, inner: list) -> list:
+    """Every fit's callbacks around `inner` (checkpoints, early stopping, logs): first the
+    averaged weights in place (with training.ema_momentum), the exact val_auc in the epoch
+    logs, a stop on a NaN loss and for reduce_on_plateau the callback that drives the learning
+    rate; last the training weights back, so what comes after (the backup, the next epoch)
+    has them."""
     import keras
 
-    ValidationAUC, StopOnNonFiniteLoss, *_ = _callbacks_module()
-    callbacks = [ValidationAUC(data.evaluate, data.clips.classes), StopOnNonFiniteLoss()]
+    callbacks = _callbacks_module()
+    use_averaged = callbacks.UseAveragedWeights()
+    first = [
+        use_averaged,
+        callbacks.ValidationAUC(data.evaluate, data.clips.classes),
+        callbacks.StopOnNonFiniteLoss(),
+    ]
     if hp.scheduler == "reduce_on_plateau":
-        callbacks.append(
+        first.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_auc", mode="max", factor=0.5, patience=max(1, patience // 2)
             )
         )
-    return callbacks
+    return [*first, *inner, callbacks.RestoreTrainingWeights(use_averaged)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -669,7 +720,7 @@ def _fit(config, fold: int, hp: Hyperparameters, paths: FoldPaths, state: dict, 
 
     training = config["training"]
     work = paths.work
-    _, _, ResumableEarlyStopping, ElapsedTime, KeepNewestBest = _callbacks_module()
+    callbacks = _callbacks_module()
     if state.get("fit_done"):  # the backup is gone by then; history and checkpoint are final
         log.info("training of this fold already finished; evaluating the best checkpoint")
         model = build_and_compile(config, data, hp, training["epochs"], compiled=False)
@@ -682,8 +733,7 @@ def _fit(config, fold: int, hp: Hyperparameters, paths: FoldPaths, state: dict, 
     if not resumed_from and paths.initial_model is not None:
         _start_from(model, paths.initial_model)
     best_so_far = history["val_auc"].max() if "val_auc" in history and len(history) else None
-    callbacks = [
-        *epoch_callbacks(data, hp, training["patience"]),
+    inner = [
         keras.callbacks.ModelCheckpoint(
             str(work / "best-epoch-{epoch:03d}.weights.h5"),
             monitor="val_auc",
@@ -692,15 +742,18 @@ def _fit(config, fold: int, hp: Hyperparameters, paths: FoldPaths, state: dict, 
             save_weights_only=True,
             initial_value_threshold=None if best_so_far is None else float(best_so_far),
         ),
-        ResumableEarlyStopping(
+        callbacks.ResumableEarlyStopping(
             history, monitor="val_auc", mode="max", patience=training["patience"]
         ),
-        ElapsedTime(work / "state.json"),
-        KeepNewestBest(work),
+        callbacks.ElapsedTime(work / "state.json"),
+        callbacks.KeepNewestBest(work),
         keras.callbacks.CSVLogger(str(work / "history.csv"), append=True),
         keras.callbacks.TensorBoard(
             log_dir=str(paths.tensorboard_dir), write_graph=False, profile_batch=0
         ),
+    ]
+    fit_callbacks = [
+        *epoch_callbacks(data, hp, training["patience"], inner),
         # last, so an epoch counts as done only after everything above has seen it
         keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
     ]
@@ -710,7 +763,7 @@ def _fit(config, fold: int, hp: Hyperparameters, paths: FoldPaths, state: dict, 
     model.fit(
         data.training_dataset(training, hp, seed=config["seed"] + fold),
         epochs=training["epochs"],
-        callbacks=callbacks,
+        callbacks=fit_callbacks,
         verbose=2,
         shuffle=False,
     )

@@ -153,14 +153,19 @@ def _tuner_classes():
         def fit(self, hp, model, *args, **kwargs):
             chosen = self._values(hp)
             tuner = self._config["tuner"]
-            callbacks = [
-                # first, so Keras Tuner's own callbacks (checkpoint, reporting) see val_auc
-                *epoch_callbacks(self._data, chosen, tuner["patience"]),
-                keras.callbacks.EarlyStopping(
-                    monitor="val_auc", mode="max", patience=tuner["patience"]
-                ),
-                *kwargs.get("callbacks", []),
-            ]
+            # around Keras Tuner's own callbacks (checkpoint, reporting), so they see val_auc
+            # and the weights it judged
+            callbacks = epoch_callbacks(
+                self._data,
+                chosen,
+                tuner["patience"],
+                [
+                    keras.callbacks.EarlyStopping(
+                        monitor="val_auc", mode="max", patience=tuner["patience"]
+                    ),
+                    *kwargs.get("callbacks", []),
+                ],
+            )
             return model.fit(
                 self._data.training_dataset(self._config["training"], chosen, self.trial_seed),
                 epochs=kwargs.get("epochs", tuner["epochs"]),
