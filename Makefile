@@ -8,8 +8,9 @@ INSTALLED := $(VENV)/.installed
 DEMO_DATA ?= data/demo
 CORES ?= all
 # EfficientNet-B0 on 64x128 demo images keeps only about one core busy: two folds (of a round)
-# side by side, one thread each, train the demo in two thirds of the time
-DEMO_THREADS ?= --set-threads train_fold=1 train_round_fold=1
+# side by side, one thread each, train the demo in two thirds of the time. The demo's
+# pseudo-labelling jobs mostly load and trace four fold models: two at a time as well.
+DEMO_THREADS ?= --set-threads train_fold=1 train_round_fold=1 pseudo_labels=1
 
 .PHONY: venv demo demo-data test bench lint clean
 
