@@ -112,14 +112,8 @@ class FoldPaths(DataPaths):
 # TensorFlow setup, optimizers, schedules
 
 
-def configure_tensorflow(
-    threads: int, mixed_precision: str | bool, seed: int, training: bool = False
-) -> dict:
-    """Threads, precision and seeds; returns what was chosen (recorded in metrics.json).
-
-    `training` on a CPU also turns TensorFlow's graph rewrites (Grappler) off: they took a
-    third of an EfficientNet training job's first step there and left its step time as it was
-    (benchmarks/training_start.py). Inference and GPU training keep them: not measured without."""
+def configure_tensorflow(threads: int, mixed_precision: str | bool, seed: int) -> dict:
+    """Threads, precision and seeds; returns what was chosen (recorded in metrics.json)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     import keras
     import tensorflow as tf
@@ -131,8 +125,6 @@ def configure_tensorflow(
         threads = tf.config.threading.get_intra_op_parallelism_threads() or threads
         log.info("TensorFlow is already initialised: keeping its thread settings")
     gpus = tf.config.list_physical_devices("GPU")
-    graph_rewrites = not (training and not gpus)
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not graph_rewrites})
     use_mixed = bool(gpus) if mixed_precision == "auto" else bool(mixed_precision)
     if use_mixed and not gpus:
         log.warning("training.mixed_precision is on but there is no GPU: float16 on a CPU is slow")
@@ -146,12 +138,7 @@ def configure_tensorflow(
         threads,
         "on" if use_mixed else "off",
     )
-    return {
-        "device": device,
-        "mixed_precision": use_mixed,
-        "threads": threads,
-        "graph_rewrites": graph_rewrites,
-    }
+    return {"device": device, "mixed_precision": use_mixed, "threads": threads}
 
 
 def make_learning_rate(
@@ -675,9 +662,7 @@ def train_fold(
         *self_training,
     )
     state = prepare_work_dir(paths.work, run_fingerprint)
-    runtime = configure_tensorflow(
-        threads, training["mixed_precision"], config["seed"] + fold, training=True
-    )
+    runtime = configure_tensorflow(threads, training["mixed_precision"], config["seed"] + fold)
 
     with open_fold(config, fold, paths) as data:
         model, resumed_from = _fit(config, fold, hyperparameters, paths, state, data)

@@ -401,9 +401,7 @@ def run_search(
 ) -> dict:
     """Every trial in this process (tuner.workers = 0); returns the results written."""
     prepare_search_dir(work_dir, config)
-    configure_tensorflow(
-        threads, config["training"]["mixed_precision"], config["seed"], training=True
-    )
+    configure_tensorflow(threads, config["training"]["mixed_precision"], config["seed"])
     with open_fold(config, config["tuner"]["fold"], paths) as data:
         tuner = make_tuner(config, data, work_dir)
         _search(tuner, config)
@@ -533,9 +531,7 @@ def run_worker(
         )
         # a call to a chief that has gone away would otherwise wait for an hour
         oracle_client.TIMEOUT = max(60, int(config["tuner"]["worker_wait_min"] * 60))
-        configure_tensorflow(
-            threads, config["training"]["mixed_precision"], config["seed"], training=True
-        )
+        configure_tensorflow(threads, config["training"]["mixed_precision"], config["seed"])
         with open_fold(config, config["tuner"]["fold"], paths) as data:
             tuner = make_tuner(config, data, work_dir)
             log.info(
