@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO_DATA ?= data/demo
 CORES ?= all
-# EfficientNet-B0 on 64x128 demo images keeps only about one core busy: two folds (of a round)
+# EfficientNet-B0 on 32x256 demo images keeps only about one core busy: two folds (of a round)
 # side by side, one thread each, train the demo in two thirds of the time. The demo's
 # pseudo-labelling jobs mostly load and trace four fold models: two at a time as well.
 DEMO_THREADS ?= --set-threads train_fold=1 train_round_fold=1 pseudo_labels=1
