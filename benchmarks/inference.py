@@ -18,11 +18,11 @@ windows -> features.log_mel -> model -> table) and the CSV is written:
                        since its windows are 3 s long.
 
 Models are untrained (speed does not depend on the weights), with the schema's head on 5-s crops
-as the configs train them (`--head sed` times the other): 64x128 x4 folds is the demo's
+as the configs train them (`--head sed` times the other): 32x256 x4 folds is the demo's
 configuration, 256x256 the full BirdCLEF configuration.
 
 Usage: python benchmarks/inference.py [--soundscapes 12] [--threads 2]
-                                      [--sizes 64x128x4 256x256x1 256x256x5] [--hops 1 2]
+                                      [--sizes 32x256x4 256x256x1 256x256x5] [--hops 1 2]
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--soundscapes", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sizes", nargs="+", default=["64x128x4", "256x256x1", "256x256x5"])
+    parser.add_argument("--sizes", nargs="+", default=["32x256x4", "256x256x1", "256x256x5"])
     parser.add_argument("--hops", nargs="+", type=int, default=[1, 2])
     parser.add_argument(
         "--head", choices=["pool", "sed"], default=section_defaults("model")["head"]
