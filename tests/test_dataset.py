@@ -189,6 +189,17 @@ def test_covering_starts_reach_the_end_of_a_recording():
     assert covering_starts(5000, 313, 3) == [0, 313, 626]  # at most max_crops
 
 
+def test_overlapping_covering_starts_halve_the_step_over_the_same_span():
+    assert covering_starts(100, 313, 5, hops=2) == [0]
+    assert covering_starts(700, 313, 5, hops=2) == [0, 156, 312, 387]  # the last at the end
+    assert covering_starts(939, 313, 5, hops=2) == [0, 156, 312, 468, 624, 626]
+    # a long recording: the first 3 crop lengths (939 frames), never a crop beyond them
+    starts = covering_starts(5000, 313, 3, hops=2)
+    assert starts == [0, 156, 312, 468, 624]
+    assert starts[-1] + 313 <= 3 * 313
+    assert covering_starts(5000, 313, 3, hops=1) == covering_starts(5000, 313, 3)
+
+
 def test_evaluation_windows_are_deterministic_and_pooled_per_clip(store, clips):
     rows = np.arange(len(clips.filenames))
     first = evaluation_windows(store, rows, max_windows=3)
@@ -199,10 +210,23 @@ def test_evaluation_windows_are_deterministic_and_pooled_per_clip(store, clips):
     assert (counts[store.n_frames >= 3 * store.params.window_frames] == 3).all()
     scores = np.arange(len(first.windows), dtype=float)[:, None] * np.ones((1, 2))
     mean, peak = first.per_clip(scores), first.per_clip(scores, "max")
+    power = first.per_clip(scores, "power", power=3.0)
     for position in range(len(rows)):
         mine = np.flatnonzero(first.clip_of_window == position)
         assert mean[position, 0] == pytest.approx(mine.mean())
         assert peak[position, 0] == mine.max()
+        assert power[position, 0] == pytest.approx(np.mean(mine.astype(float) ** 3) ** (1 / 3))
+        assert mean[position, 0] - 1e-9 <= power[position, 0] <= peak[position, 0] + 1e-9
+    overlapping = evaluation_windows(store, rows, max_windows=3, hops=2)
+    assert len(overlapping.windows) > len(first.windows)
+    crop = store.params.window_frames
+    for position, row in enumerate(rows):
+        frames = store.frames(int(row))
+        starts = covering_starts(len(frames), crop, 3, hops=2)
+        expected = np.stack([cut_window(frames, start, crop) for start in starts])
+        np.testing.assert_array_equal(
+            overlapping.windows[overlapping.clip_of_window == position], expected
+        )
     longer = evaluation_windows(store, rows, max_windows=3, crop_frames=626)
     assert longer.windows.shape[1:] == (626, store.params.n_mels)
     batch = next(iter(first.dataset("minmax", batch_size=4)))

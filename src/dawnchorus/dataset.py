@@ -8,9 +8,9 @@ SpecAugment and gain/bias; then batching, and per batch overlays of two crops an
 graph ops in parallel map calls. In a self-training round, a share of the crops is first mixed
 with a pseudo-labelled soundscape window (after distance, before normalisation; `pseudo_labels`).
 
-Validation and out-of-fold prediction: up to `val_windows` crops covering each recording from its
-start (the last one ending at the recording's end), no augmentation; a recording's score is the
-max (or mean) over its crops.
+Validation and out-of-fold prediction: crops covering each recording from its start over up to
+`val_windows` crop lengths (`val_hops` per crop length, the last one ending at the recording's
+end), no augmentation; a recording's score is the power mean (or max, or mean) over its crops.
 
 The shards a job needs are held in memory when they fit `training.cache_ram_mb`; otherwise each
 crop is read from disk (h5py), so a data set larger than RAM still trains.
@@ -191,31 +191,40 @@ class EvaluationWindows:
             .prefetch(tf.data.AUTOTUNE)
         )
 
-    def per_clip(self, window_scores: np.ndarray, pooling: str = "mean") -> np.ndarray:
-        """Each recording's crop scores pooled (mean or max), in `rows` order."""
+    def per_clip(
+        self, window_scores: np.ndarray, pooling: str = "mean", power: float = 4.0
+    ) -> np.ndarray:
+        """Each recording's crop scores pooled, in `rows` order: mean, max, or power (the
+        power mean (mean of score**power)**(1/power): between the two, a call in one crop
+        counts without one noisy crop deciding)."""
         n_classes = window_scores.shape[1]
         if pooling == "max":
             pooled = np.full((len(self.rows), n_classes), -np.inf)
             np.maximum.at(pooled, self.clip_of_window, window_scores)
             return pooled
-        if pooling != "mean":
+        if pooling not in ("mean", "power"):
             raise ValueError(f"unknown pooling {pooling!r}")
+        exponent = power if pooling == "power" else 1.0
         totals = np.zeros((len(self.rows), n_classes))
-        np.add.at(totals, self.clip_of_window, window_scores)
+        np.add.at(totals, self.clip_of_window, np.asarray(window_scores, np.float64) ** exponent)
         counts = np.bincount(self.clip_of_window, minlength=len(self.rows))
-        return totals / counts[:, None]
+        return (totals / counts[:, None]) ** (1.0 / exponent)
 
 
 def evaluation_windows(
-    store: ClipStore, rows: np.ndarray, max_windows: int, crop_frames: int | None = None
+    store: ClipStore,
+    rows: np.ndarray,
+    max_windows: int,
+    crop_frames: int | None = None,
+    hops: int = 1,
 ) -> EvaluationWindows:
-    """Up to `max_windows` crops of `crop_frames` (default one window) per recording, covering it
-    from the start (`features.covering_starts`)."""
+    """Crops of `crop_frames` (default one window) covering each recording from its start over
+    at most `max_windows` crop lengths, `hops` per crop length (`features.covering_starts`)."""
     crop = crop_frames or store.params.window_frames
     windows, owners = [], []
     for position, row in enumerate(rows):
         frames = store.frames(int(row))
-        for start in covering_starts(len(frames), crop, max_windows):
+        for start in covering_starts(len(frames), crop, max_windows, hops):
             windows.append(cut_window(frames, start, crop))
             owners.append(position)
     empty = np.zeros((0, crop, store.params.n_mels), dtype=np.float16)

@@ -105,22 +105,18 @@ def log_mel(samples: np.ndarray, params: AudioParams) -> np.ndarray:
     return out
 
 
-def window_starts(n_frames: int, window_frames: int, max_windows: int) -> list[int]:
-    """Deterministic windows of a recording: consecutive from the start, at most `max_windows`;
-    one (repeated) window for a recording shorter than a window."""
-    if n_frames <= window_frames:
+def covering_starts(n_frames: int, crop_frames: int, max_crops: int, hops: int = 1) -> list[int]:
+    """Crops that cover a recording from its start: `hops` per crop length (1 = consecutive,
+    2 = each overlapping the one before by half), over at most the first `max_crops` crop
+    lengths, plus one ending at the recording's end when that span reaches it and a tail is left
+    over; one (repeated) crop for a recording shorter than a crop."""
+    if n_frames <= crop_frames:
         return [0]
-    count = min(max_windows, n_frames // window_frames)
-    return [i * window_frames for i in range(count)]
-
-
-def covering_starts(n_frames: int, crop_frames: int, max_crops: int) -> list[int]:
-    """Crops that cover a recording: consecutive from the start, plus one ending at the end when
-    a tail is left over (it overlaps the one before), at most `max_crops`; one (repeated) crop for
-    a recording shorter than a crop."""
-    starts = window_starts(n_frames, crop_frames, max_crops)
+    span = min(n_frames, max_crops * crop_frames)
+    step = max(1, crop_frames // hops)
+    starts = list(range(0, span - crop_frames + 1, step))
     tail_start = n_frames - crop_frames
-    if len(starts) < max_crops and tail_start > starts[-1]:
+    if span == n_frames and tail_start > starts[-1]:
         starts.append(tail_start)
     return starts
 

@@ -418,6 +418,7 @@ class FoldData:
     validation: EvaluationWindows
     normalization: str
     val_pooling: str
+    val_pooling_power: float
     sampler: CropSampler
     targets: np.ndarray  # training targets of every recording (secondary labels weighted)
     row_weights: np.ndarray | None  # class-balanced draw of train_rows, or None
@@ -454,7 +455,7 @@ class FoldData:
         """Probabilities per validation recording (its crops' pooled by val_pooling)."""
         data = self.validation.dataset(self.normalization, EVALUATION_BATCH_SIZE)
         crops = _sigmoid(model.predict(data, verbose=0))
-        return self.validation.per_clip(crops, self.val_pooling)
+        return self.validation.per_clip(crops, self.val_pooling, self.val_pooling_power)
 
     def evaluate(self, model):
         """(val_auc, val_loss, AUC result) of `model`; NaNs and no result if it diverged."""
@@ -501,9 +502,12 @@ def open_fold(config: Mapping, fold: int, paths: DataPaths) -> Iterator[FoldData
             store=store,
             train_rows=train_rows,
             val_rows=val_rows,
-            validation=evaluation_windows(store, val_rows, training["val_windows"], crop_frames),
+            validation=evaluation_windows(
+                store, val_rows, training["val_windows"], crop_frames, training["val_hops"]
+            ),
             normalization=training["normalization"],
             val_pooling=training["val_pooling"],
+            val_pooling_power=training["val_pooling_power"],
             sampler=CropSampler(store, crop_frames, sampling["activity_power"]),
             targets=clips.targets(training["secondary_label_weight"]),
             row_weights=row_weights,
