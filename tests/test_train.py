@@ -250,3 +250,22 @@ def test_a_self_training_round_is_reproducible_from_the_round_before(
         np.testing.assert_array_equal(mine, again)
     pd.testing.assert_frame_equal(oof, oof_again)
     pd.testing.assert_frame_equal(history, history_again)
+
+
+def test_a_round_without_train_soundscapes_restarts_from_the_round_before(tiny_prepared, tmp_path):
+    """No pseudo-labels (a data set without train_soundscapes/): the round is a warm restart of
+    the round before's model on the labelled recordings alone."""
+    config = small_config(epochs=1)
+    round_0 = fold_paths(tiny_prepared, tmp_path / "fold_0")
+    train_fold(config, 0, round_0, Hyperparameters.from_config(config))
+    # a learning rate too small to move the weights: what round 1 ends with is where it started
+    still = small_config(epochs=1, learning_rate=1e-12)
+    round_1 = dataclasses.replace(
+        fold_paths(tiny_prepared, tmp_path / "round_1" / "fold_0"), initial_model=round_0.model
+    )
+    metrics = train_fold(still, 0, round_1, Hyperparameters.from_config(still), round_index=1)
+    assert metrics["round"] == 1 and metrics["n_pseudo_windows"] == 0
+    before = keras.models.load_model(round_0.model, compile=False)
+    after = keras.models.load_model(round_1.model, compile=False)
+    for mine, started in zip(after.trainable_weights, before.trainable_weights, strict=True):
+        np.testing.assert_allclose(mine.numpy(), started.numpy(), atol=1e-6)

@@ -413,8 +413,9 @@ def test_dry_run_plans_per_shard_not_per_file(tmp_path, birdclef_csvs):
     assert str(tmp_path / "out" / "spectrograms" / "shard_000.h5") in result.stdout
 
 
-def _plan_rounds(tmp_path, data, rounds):
-    return _plan_full_config(tmp_path, data, f"semi_supervised={{rounds: {rounds}, shards: 4}}")
+def _plan_rounds(tmp_path, data, rounds, warm_start=True):
+    settings = f"rounds: {rounds}, shards: 4, warm_start: {str(warm_start).lower()}"
+    return _plan_full_config(tmp_path, data, f"semi_supervised={{{settings}}}")
 
 
 def test_dry_run_plans_every_self_training_round_at_once(tmp_path, birdclef_csvs):
@@ -440,9 +441,23 @@ def test_dry_run_plans_every_self_training_round_at_once(tmp_path, birdclef_csvs
         assert str(path) in result.stdout
 
 
-def test_no_train_soundscapes_means_round_0_only_and_says_so(tmp_path, birdclef_csvs):
+def test_no_train_soundscapes_means_warm_restarts_without_mixing_and_says_so(
+    tmp_path, birdclef_csvs
+):
     result = _plan_rounds(tmp_path, birdclef_csvs, rounds=2)
-    assert "holds no audio file to self-train on: only round 0" in result.stdout + result.stderr
+    assert (
+        "holds no audio file to self-train on: each of the 2 round(s) trains the folds again"
+        in (result.stdout + result.stderr)
+    )
+    counts = job_counts(result.stdout)
+    assert counts["train_fold"] == 5 and counts["train_round_fold"] == 10
+    assert "pseudo_labels" not in counts and "soundscape_spectrograms" not in counts
+    assert str(tmp_path / "out" / "models" / "round_2" / "fold_4" / "model.keras") in result.stdout
+
+
+def test_no_train_soundscapes_without_warm_start_means_round_0_only(tmp_path, birdclef_csvs):
+    result = _plan_rounds(tmp_path, birdclef_csvs, rounds=2, warm_start=False)
+    assert "only round 0 (the labelled recordings) is trained" in result.stdout + result.stderr
     counts = job_counts(result.stdout)
     assert counts["train_fold"] == 5
     assert "train_round_fold" not in counts and "pseudo_labels" not in counts

@@ -646,7 +646,8 @@ def train_fold(
 ) -> dict:
     """Train (or resume) one fold and write model.keras, history.csv, metrics.json, oof.csv.
 
-    `round_index` > 0: a self-training round (paths.pseudo_labels, paths.initial_model)."""
+    `round_index` > 0: a round after round 0 (paths.initial_model, and paths.pseudo_labels when
+    there are train soundscapes to mix in)."""
     from dawnchorus.metrics import binary_cross_entropy, birdclef_auc
 
     training, model_config = config["training"], config["model"]

@@ -97,12 +97,22 @@ def training_settings():
 SELF_TRAINING = config["semi_supervised"]
 # listed when the workflow is parsed (a soundscape added later reruns its shard's jobs)
 TRAIN_SOUNDSCAPES = list_soundscapes(DATA_DIR) if SELF_TRAINING["rounds"] else []
-ROUNDS = SELF_TRAINING["rounds"] if TRAIN_SOUNDSCAPES else 0
+# Without soundscapes a warm-started round still trains every fold through a second
+# learning-rate cycle from the round before's weights, which is most of what a round is
+# worth on the demo; without warm_start it would only repeat round 0.
+ROUNDS = (
+    SELF_TRAINING["rounds"] if TRAIN_SOUNDSCAPES or SELF_TRAINING["warm_start"] else 0
+)
 if SELF_TRAINING["rounds"] and not TRAIN_SOUNDSCAPES:
     logger.warning(
         f"semi_supervised.rounds is {SELF_TRAINING['rounds']}, but "
-        f"{DATA_DIR / 'train_soundscapes'} holds no audio file to self-train on: only round 0 "
-        "(the labelled recordings) is trained"
+        f"{DATA_DIR / 'train_soundscapes'} holds no audio file to self-train on: "
+        + (
+            f"each of the {ROUNDS} round(s) trains the folds again from the round before's "
+            "weights on the labelled recordings alone (no pseudo-labels, no mixing)"
+            if ROUNDS
+            else "only round 0 (the labelled recordings) is trained (warm_start is false)"
+        )
     )
 SOUNDSCAPE_SHARD_IDS = [f"{shard:03d}" for shard in range(SELF_TRAINING["shards"])]
 
@@ -162,7 +172,8 @@ def round_settings(wildcards):
 
 def round_fold_inputs(wildcards):
     """A self-training round's fold: the inputs of any fold, the round before's pseudo-labels
-    and soundscape shards, and with warm_start that round's model of the same fold."""
+    and soundscape shards (when there are train soundscapes), and with warm_start that round's
+    model of the same fold."""
     round_index = int(wildcards.round)
     if round_index < 1:
         raise WorkflowError(
@@ -175,8 +186,9 @@ def round_fold_inputs(wildcards):
             "the round before, which those folds do not include"
         )
     inputs = fold_inputs(wildcards)
-    inputs["pseudo_labels"] = pseudo_label_files(round_index - 1)
-    inputs["soundscape_shards"] = soundscape_shard_files()
+    if TRAIN_SOUNDSCAPES:
+        inputs["pseudo_labels"] = pseudo_label_files(round_index - 1)
+        inputs["soundscape_shards"] = soundscape_shard_files()
     if SELF_TRAINING["warm_start"]:
         inputs["initial_model"] = str(
             Path(fold_dir(round_index - 1, wildcards.fold), "model.keras")
