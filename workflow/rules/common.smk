@@ -108,8 +108,9 @@ if SELF_TRAINING["rounds"] and not TRAIN_SOUNDSCAPES:
         f"semi_supervised.rounds is {SELF_TRAINING['rounds']}, but "
         f"{DATA_DIR / 'train_soundscapes'} holds no audio file to self-train on: "
         + (
-            f"each of the {ROUNDS} round(s) trains the folds again from the round before's "
-            "weights on the labelled recordings alone (no pseudo-labels, no mixing)"
+            ("round 1 trains" if ROUNDS == 1 else f"rounds 1 to {ROUNDS} train")
+            + " the folds again from the round before's weights on the labelled recordings "
+            "alone (a warm restart: no pseudo-labels, no mixing)"
             if ROUNDS
             else "only round 0 (the labelled recordings) is trained (warm_start is false)"
         )
