@@ -161,3 +161,11 @@ def test_summary_shows_each_self_training_round_beside_the_last():
     assert "beats the baseline by +0.150" in summary
     one_round = {**_cv_results(0.85, 0.70), "rounds": results["rounds"][1:]}
     assert "self-training round" not in results_summary(one_round)
+    # a round that mixed in no pseudo-labelled window (no train soundscapes) is not called one
+    restart = {
+        **results,
+        "rounds": [results["rounds"][0], {**results["rounds"][1], "pseudo_windows": 0}],
+    }
+    summary = results_summary(restart)
+    assert "round 1 (a warm restart: no pseudo-labelled windows)" in summary
+    assert "self-training round" not in summary

@@ -291,6 +291,7 @@ def _check_self_training_outputs(results, data):
     assert [entry["round"] for entry in cv["rounds"]] == [0, 1]
     assert cv["rounds"][0]["fold_val_auc"] == {"fold_0": round_0["val_auc"]}
     assert cv["rounds"][1]["mean_val_auc"] == cv["cv_results"]["mean_val_auc"]
+    assert cv["rounds"][1]["pseudo_windows"] == 12  # the report names it a self-training round
     assert json.loads((results / "export" / "model.json").read_text())["folds"] == [
         str(round_1 / "model.keras")
     ]

@@ -47,7 +47,8 @@ def _oof_auc(oof: pd.DataFrame, labels: pd.DataFrame, classes: Sequence[str]):
 
 
 def _round_summary(round_index: int, folds: Sequence[Mapping], oof_auc: float) -> dict:
-    """One self-training round's CV: mean, std and OOF macro-AUC, and each fold's."""
+    """One self-training round's CV: mean, std and OOF macro-AUC, each fold's, and how many
+    pseudo-labelled windows its folds mixed in (0: a warm restart on the labelled recordings)."""
     mean, std = _mean_std([entry["val_auc"] for entry in folds])
     return {
         "round": round_index,
@@ -55,7 +56,18 @@ def _round_summary(round_index: int, folds: Sequence[Mapping], oof_auc: float) -
         "std_val_auc": std,
         "oof_val_auc": oof_auc,
         "fold_val_auc": {f"fold_{entry['fold']}": entry["val_auc"] for entry in folds},
+        "pseudo_windows": sum(entry.get("n_pseudo_windows", 0) for entry in folds),
     }
+
+
+def _round_name(entry: Mapping) -> str:
+    """How the report names a round: round 0 learns from the labelled recordings only; a later
+    round self-trains, or without pseudo-labelled windows (no train soundscapes) restarts."""
+    if entry["round"] == 0:
+        return "round 0 (labelled recordings only)"
+    if entry.get("pseudo_windows", 1) == 0:
+        return f"round {entry['round']} (a warm restart: no pseudo-labelled windows)"
+    return f"self-training round {entry['round']}"
 
 
 def aggregate_folds(
@@ -410,13 +422,12 @@ def results_summary(
     reference per fold, the soundscape score (and its ablation over rounds and
     post-processing), and whether the CNN learned."""
     rounds = cv_results.get("rounds", [])
-    last_round = f", self-training round {rounds[-1]['round']}" if len(rounds) > 1 else ""
+    last_round = f", {_round_name(rounds[-1])}" if len(rounds) > 1 else ""
     rows = [(f"CNN (EfficientNet-B0){last_round}", cv_results)]
     for entry in rounds[:-1]:
         rows.append(
             (
-                f"CNN, round {entry['round']}"
-                + (" (labelled recordings only)" if entry["round"] == 0 else ""),
+                f"CNN, {_round_name(entry)}",
                 {
                     "cv_results": entry,
                     "individual_folds": {
