@@ -192,11 +192,11 @@ class EvaluationWindows:
         )
 
     def per_clip(
-        self, window_scores: np.ndarray, pooling: str = "mean", power: float = 4.0
+        self, window_scores: np.ndarray, pooling: str = "mean", power: float | None = None
     ) -> np.ndarray:
         """Each recording's crop scores pooled, in `rows` order: mean, max, or power (the
         power mean (mean of score**power)**(1/power): between the two, a call in one crop
-        counts without one noisy crop deciding)."""
+        counts without one noisy crop deciding; `power` comes from training.val_pooling_power)."""
         n_classes = window_scores.shape[1]
         if pooling == "max":
             pooled = np.full((len(self.rows), n_classes), -np.inf)
@@ -204,7 +204,9 @@ class EvaluationWindows:
             return pooled
         if pooling not in ("mean", "power"):
             raise ValueError(f"unknown pooling {pooling!r}")
-        exponent = power if pooling == "power" else 1.0
+        exponent = 1.0 if pooling == "mean" else power
+        if exponent is None:
+            raise ValueError("power pooling needs its exponent (training.val_pooling_power)")
         totals = np.zeros((len(self.rows), n_classes))
         np.add.at(totals, self.clip_of_window, np.asarray(window_scores, np.float64) ** exponent)
         counts = np.bincount(self.clip_of_window, minlength=len(self.rows))

@@ -104,16 +104,19 @@ ROUNDS = (
     SELF_TRAINING["rounds"] if TRAIN_SOUNDSCAPES or SELF_TRAINING["warm_start"] else 0
 )
 if SELF_TRAINING["rounds"] and not TRAIN_SOUNDSCAPES:
+    if ROUNDS:
+        which = "round 1 trains" if ROUNDS == 1 else f"rounds 1 to {ROUNDS} train"
+        what_runs = (
+            f"{which} the folds again from the round before's weights on the labelled "
+            "recordings alone (a warm restart: no pseudo-labels, no mixing)"
+        )
+    else:
+        what_runs = (
+            "only round 0 (the labelled recordings) is trained (warm_start is false)"
+        )
     logger.warning(
         f"semi_supervised.rounds is {SELF_TRAINING['rounds']}, but "
-        f"{DATA_DIR / 'train_soundscapes'} holds no audio file to self-train on: "
-        + (
-            ("round 1 trains" if ROUNDS == 1 else f"rounds 1 to {ROUNDS} train")
-            + " the folds again from the round before's weights on the labelled recordings "
-            "alone (a warm restart: no pseudo-labels, no mixing)"
-            if ROUNDS
-            else "only round 0 (the labelled recordings) is trained (warm_start is false)"
-        )
+        f"{DATA_DIR / 'train_soundscapes'} holds no audio file to self-train on: {what_runs}"
     )
 SOUNDSCAPE_SHARD_IDS = [f"{shard:03d}" for shard in range(SELF_TRAINING["shards"])]
 
