@@ -46,6 +46,11 @@ except ConfigError as error:
 DATA_DIR = Path(config["data_dir"])
 RESULTS_DIR = Path(config["results_dir"])
 SHARD_IDS = [f"{shard:03d}" for shard in range(config["shards"]["count"])]
+# The jobs on the way to the fold models go first when cores are scarce (`priority:`): the
+# BirdNET reference and the baseline, which no training waits for, then fill the cores that
+# training leaves idle (the end of a round, when its last fold trains alone) instead of
+# holding back the first fold. The tuning chief keeps its own, higher priority.
+TRAINING_PATH_PRIORITY = 10
 
 if not DATA_DIR.is_dir():
     raise WorkflowError(

@@ -40,6 +40,7 @@ rule folds:
         log_path("folds.log"),
     benchmark:
         benchmark_path("folds.tsv")
+    priority: TRAINING_PATH_PRIORITY
     conda:
         "../../envs/data.yaml"
     threads: 1
@@ -62,6 +63,7 @@ rule spectrograms:
         log_path("spectrograms", "shard_{shard}.log"),
     benchmark:
         benchmark_path("spectrograms", "shard_{shard}.tsv")
+    priority: TRAINING_PATH_PRIORITY
     conda:
         "../../envs/data.yaml"
     threads: 1
@@ -85,6 +87,7 @@ rule spectrogram_index:
         log_path("spectrogram_index.log"),
     benchmark:
         benchmark_path("spectrogram_index.tsv")
+    priority: TRAINING_PATH_PRIORITY
     conda:
         "../../envs/data.yaml"
     threads: 1

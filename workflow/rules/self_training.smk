@@ -12,6 +12,7 @@ rule soundscape_spectrograms:
         log_path("soundscapes", "shard_{shard}.log"),
     benchmark:
         benchmark_path("soundscapes", "shard_{shard}.tsv")
+    priority: TRAINING_PATH_PRIORITY
     conda:
         "../../envs/data.yaml"
     threads: 1
@@ -35,6 +36,7 @@ rule pseudo_labels:
         log_path("rounds", "{round}", "pseudo_labels", "shard_{shard}.log"),
     benchmark:
         benchmark_path("rounds", "{round}", "pseudo_labels", "shard_{shard}.tsv")
+    priority: TRAINING_PATH_PRIORITY
     conda:
         "../../envs/train.yaml"
     threads: 4
@@ -59,6 +61,7 @@ rule train_round_fold:
         log_path("train", "round_{round}", "fold_{fold}.log"),
     benchmark:
         benchmark_path("train", "round_{round}", "fold_{fold}.tsv")
+    priority: TRAINING_PATH_PRIORITY
     conda:
         "../../envs/train.yaml"
     threads: 8

@@ -13,6 +13,7 @@ rule train_fold:
         log_path("train", "fold_{fold}.log"),
     benchmark:
         benchmark_path("train", "fold_{fold}.tsv")
+    priority: TRAINING_PATH_PRIORITY
     conda:
         "../../envs/train.yaml"
     threads: 8

@@ -14,6 +14,7 @@ if not TUNING_WORKERS:
             log_path("tune.log"),
         benchmark:
             benchmark_path("tune.tsv")
+        priority: TRAINING_PATH_PRIORITY
         conda:
             "../../envs/train.yaml"
         threads: 8
@@ -62,6 +63,7 @@ else:
             log_path("tune_worker", "worker_{worker}.log"),
         benchmark:
             benchmark_path("tune_worker", "worker_{worker}.tsv")
+        priority: TRAINING_PATH_PRIORITY
         conda:
             "../../envs/train.yaml"
         threads: 8
