@@ -9,8 +9,9 @@ DEMO_DATA ?= data/demo
 CORES ?= all
 # EfficientNet-B0 on 32x256 demo images keeps only about one core busy: two folds (of a round)
 # side by side, one thread each, train the demo in two thirds of the time. The demo's
-# pseudo-labelling jobs mostly load and trace four fold models: two at a time as well.
-DEMO_THREADS ?= --set-threads train_fold=1 train_round_fold=1 pseudo_labels=1
+# pseudo-labelling, export and soundscape-ablation jobs mostly load and trace fold models on one
+# thread: two at a time as well (export and ablation side by side: the tail 57 s instead of 88).
+DEMO_THREADS ?= --set-threads train_fold=1 train_round_fold=1 pseudo_labels=1 export=1 soundscape_ablation=1
 
 .PHONY: venv demo demo-data test bench lint clean
 
