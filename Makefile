@@ -50,6 +50,7 @@ lint: venv demo-data
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --configfile config/debug.yaml
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf results .snakemake

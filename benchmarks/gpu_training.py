@@ -1,6 +1,6 @@
 """Training-step throughput of the fold model on an accelerator: float32 against mixed precision.
 
-The model is `dawnchorus.model.build_model` at the full config's shape (128 mel bands x 313
+The model is `dawnchorus.learning.model.build_model` at the full config's shape (128 mel bands x 313
 frames, one 5-s crop, resized to 256x256, EfficientNet-B0 from scratch, 206 classes, batch 64),
 trained on in-memory batches, so the figure is what the GPU can consume; the input pipeline has
 to deliver that many crops per second (`benchmarks/input_pipeline.py` measures its rate per CPU
@@ -44,7 +44,7 @@ def measure(keras, args, policy: str) -> dict:
     """Images per second of `args.steps` training steps under `policy`, after warm-up steps."""
     import numpy as np
 
-    from dawnchorus.model import build_model
+    from dawnchorus.learning.model import build_model
 
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)

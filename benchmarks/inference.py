@@ -42,16 +42,13 @@ import pandas as pd
 
 from dawnchorus.artifacts import write_table
 from dawnchorus.config import AudioParams, section_defaults
-from dawnchorus.demo import SOUNDSCAPE_RATE, make_voices, render_soundscape, write_ogg
-from dawnchorus.modelcard import model_metadata
-from dawnchorus.predict import (
-    Ensemble,
-    export_tflite,
-    load_ensemble,
-    recording_windows,
-    soundscape_submission,
-    window_features,
-)
+from dawnchorus.demo.recordings import SOUNDSCAPE_RATE, render_soundscape, write_ogg
+from dawnchorus.demo.voices import make_voices
+from dawnchorus.inference.engines import Ensemble, load_ensemble
+from dawnchorus.inference.export import export_tflite
+from dawnchorus.inference.recordings import recording_windows, window_features
+from dawnchorus.inference.submission import soundscape_submission
+from dawnchorus.learning.modelcard import model_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 206  # BirdCLEF 2025
@@ -71,8 +68,8 @@ def make_soundscapes(folder: Path, count: int) -> list[Path]:
 def make_folds(
     folder: Path, size: tuple[int, int], folds: int, params: AudioParams, head: str
 ) -> list[Path]:
-    from dawnchorus.model import build_model
-    from dawnchorus.train import save_for_inference
+    from dawnchorus.learning.model import build_model
+    from dawnchorus.learning.train import save_for_inference
 
     classes = [f"class{i:03d}" for i in range(N_CLASSES)]
     metadata = model_metadata(classes, params, "denoised", params.window_s, head)
@@ -132,7 +129,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args()
 
-    from dawnchorus.train import configure_tensorflow
+    from dawnchorus.runtime import configure_tensorflow
 
     configure_tensorflow(args.threads, mixed_precision=False, seed=0)
     params = AudioParams.from_config(section_defaults("audio"))

@@ -35,11 +35,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from dawnchorus.config import load_config
-from dawnchorus.demo import generate_demo_data
-from dawnchorus.folds import load_labelled_clips
-from dawnchorus.manifest import TRAIN_AUDIO_DIR
-from dawnchorus.shards import ClipStore
-from dawnchorus.stages import PreparedData, run_data_stage
+from dawnchorus.data.folds import load_labelled_clips
+from dawnchorus.data.manifest import TRAIN_AUDIO_DIR
+from dawnchorus.data.shards import ClipStore
+from dawnchorus.data.stages import PreparedData, run_data_stage
+from dawnchorus.demo.layout import generate_demo_data
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 32
@@ -77,8 +77,8 @@ def shard_pipeline_rate(
     config, prepared: PreparedData, ram_mb: float, batches: int, activity_power: float
 ) -> float:
     from dawnchorus.config import segments_per_crop
-    from dawnchorus.dataset import training_dataset
-    from dawnchorus.sampling import CropSampler, class_balanced_weights
+    from dawnchorus.learning.dataset import training_dataset
+    from dawnchorus.learning.sampling import CropSampler, class_balanced_weights
 
     clips = load_labelled_clips(prepared.manifest, prepared.classes, prepared.folds)
     store = ClipStore(prepared.shards, prepared.params, clips.filenames, ram_mb)
@@ -161,7 +161,7 @@ def training_rate(model_config: dict, crop_frames: int, steps: int) -> float:
     import keras
     import tensorflow as tf
 
-    from dawnchorus.model import build_model
+    from dawnchorus.learning.model import build_model
 
     model = build_model(
         12,

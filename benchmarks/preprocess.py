@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from dawnchorus.audio import load_audio
 from dawnchorus.config import AudioParams, load_config
-from dawnchorus.demo import generate_demo_data
-from dawnchorus.features import log_mel
-from dawnchorus.manifest import TRAIN_AUDIO_DIR, read_manifest
+from dawnchorus.data.manifest import TRAIN_AUDIO_DIR, read_manifest
+from dawnchorus.demo.layout import generate_demo_data
+from dawnchorus.signal.audio import load_audio
+from dawnchorus.signal.features import log_mel
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dawnchorus.demo import generate_demo_data
+from dawnchorus.demo.layout import generate_demo_data
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def tiny_demo(tmp_path_factory):
 def tiny_prepared(tmp_path_factory, tiny_demo):
     """The data stage run in-process on the tiny demo set: manifest, folds and two shards."""
     from dawnchorus.config import load_config
-    from dawnchorus.stages import run_data_stage
+    from dawnchorus.data.stages import run_data_stage
 
     config = load_config(None, {"data_dir": str(tiny_demo), "shards": {"count": 2}})
     return run_data_stage(tiny_demo, tmp_path_factory.mktemp("tiny_prepared"), config)

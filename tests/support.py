@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from dawnchorus.demo import TAXONOMY_COLUMNS, TRAIN_COLUMNS, write_ogg
+from dawnchorus.demo.layout import TAXONOMY_COLUMNS, TRAIN_COLUMNS
+from dawnchorus.demo.recordings import write_ogg
 
 
 def tone(
@@ -128,9 +129,9 @@ def save_fold_model(path, classes, seed, normalization="minmax", head="pool"):
     import keras
 
     from dawnchorus.config import AudioParams, section_defaults
-    from dawnchorus.model import build_model
-    from dawnchorus.modelcard import model_metadata
-    from dawnchorus.train import save_for_inference
+    from dawnchorus.learning.model import build_model
+    from dawnchorus.learning.modelcard import model_metadata
+    from dawnchorus.learning.train import save_for_inference
 
     params = AudioParams.from_config(section_defaults("audio"))
     segments = 1 if head == "pool" else 2

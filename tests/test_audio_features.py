@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from support import tone, truncated_ogg, write_audio
 
-from dawnchorus.audio import AudioError, check_usable, load_audio, peak_dbfs, probe_audio
 from dawnchorus.config import AudioParams, load_config
-from dawnchorus.features import log_mel, mel_filterbank, n_frames_for
+from dawnchorus.signal.audio import AudioError, check_usable, load_audio, peak_dbfs, probe_audio
+from dawnchorus.signal.features import log_mel, mel_filterbank, n_frames_for
 
 
 @pytest.fixture(scope="module")

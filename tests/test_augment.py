@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from dawnchorus import augment
+from dawnchorus.learning import augment
 
 SETTINGS = {
     "time_masks": 2,

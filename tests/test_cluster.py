@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from support import REPO_ROOT
 
-from dawnchorus.train import epochs_backed_up
+from dawnchorus.learning.checkpoints import epochs_backed_up
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 

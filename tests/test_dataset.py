@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from dawnchorus.config import load_config
-from dawnchorus.dataset import evaluation_windows, training_dataset, window_to_image
-from dawnchorus.features import covering_starts, cut_window
-from dawnchorus.folds import load_labelled_clips
-from dawnchorus.sampling import CropSampler, class_balanced_weights, frame_activity
-from dawnchorus.shards import ClipStore, ShardError
+from dawnchorus.data.folds import load_labelled_clips
+from dawnchorus.data.shards import ClipStore, ShardError
+from dawnchorus.learning.dataset import evaluation_windows, training_dataset, window_to_image
+from dawnchorus.learning.sampling import CropSampler, class_balanced_weights, frame_activity
+from dawnchorus.signal.features import covering_starts, cut_window
 
 
 @pytest.fixture(scope="module")

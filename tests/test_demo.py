@@ -11,21 +11,18 @@ import pytest
 import soundfile as sf
 
 from dawnchorus.config import AudioParams, load_config
-from dawnchorus.demo import (
+from dawnchorus.data.manifest import parse_label_list
+from dawnchorus.demo.layout import (
     GROUND_TRUTH_CSV,
-    PRIMARY_COVERAGE,
     TAXONOMY_COLUMNS,
     TRAIN_COLUMNS,
     generate_demo_data,
-    make_distractor_voices,
-    make_voices,
     plan_recordings,
-    render_recording,
-    render_song,
 )
-from dawnchorus.features import log_mel
-from dawnchorus.manifest import parse_label_list
-from dawnchorus.sounds import propagate
+from dawnchorus.demo.recordings import PRIMARY_COVERAGE, render_recording
+from dawnchorus.demo.sounds import propagate
+from dawnchorus.demo.voices import make_distractor_voices, make_voices, render_song
+from dawnchorus.signal.features import log_mel
 
 
 def test_layout_matches_birdclef_2025(tiny_demo):
@@ -173,7 +170,7 @@ def test_soundscapes_hold_several_distant_callers_with_their_times(tiny_demo):
     truth = pd.read_csv(tiny_demo / GROUND_TRUTH_CSV)
     assert truth.iloc[:, 1:].to_numpy().sum() > 0
     voices = make_voices(6, seed=7)
-    from dawnchorus.demo import render_soundscape
+    from dawnchorus.demo.recordings import render_soundscape
 
     audio, events = render_soundscape(voices, (7, 5, 0), make_distractor_voices(7))
     assert audio.shape == (60 * 32000,) and np.abs(audio).max() < 1

@@ -127,11 +127,12 @@ def test_every_scripted_rule_has_an_env_that_can_run_it():
         assert env_file.is_file(), f"rule {name}: {conda} does not exist"
         packages = {requirement.name for requirement in pip_requirements(env_file)}
         source = (rules_dir / script).resolve().read_text()
-        if re.search(r"from dawnchorus\.(train|tune|baseline) import", source):
+        if re.search(r"from dawnchorus\.learning\.(train|tune|baseline) import", source):
             assert {"tensorflow", "keras", "keras-tuner"} <= packages, (name, env_file.name)
-        if "dawnchorus.report" in source:
+        if "dawnchorus.reporting" in source:
             assert "matplotlib" in packages, (name, env_file.name)
-        if "dawnchorus.embeddings" in source:  # the interpreter is imported where it runs
+        # the interpreter is imported where it runs
+        if "dawnchorus.pretrained.embeddings" in source:
             assert "ai-edge-litert" in packages, (name, env_file.name)
         needed = {
             canonicalize_name(SAME_PACKAGE.get(dist, dist))

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dawnchorus.folds import assign_folds, folds_stage, rare_classes, read_folds
-from dawnchorus.manifest import format_label_list
+from dawnchorus.data.folds import assign_folds, folds_stage, rare_classes, read_folds
+from dawnchorus.data.manifest import format_label_list
 
 
 def random_labels(n_rows=600, n_classes=20, seed=0):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from support import DatasetBuilder, tone, truncated_ogg
 
-from dawnchorus.manifest import (
+from dawnchorus.data.manifest import (
     ManifestError,
     build_manifest,
     format_label_list,
@@ -194,7 +194,7 @@ def test_shard_assignment_is_stable_across_processes():
     names = [f"sp{i % 7}/XC{i}.ogg" for i in range(200)]
     here = [shard_for(name, 16) for name in names]
     code = (
-        "import json,sys; from dawnchorus.manifest import shard_for; "
+        "import json,sys; from dawnchorus.data.manifest import shard_for; "
         "print(json.dumps([shard_for(n, 16) for n in json.loads(sys.argv[1])]))"
     )
     import json

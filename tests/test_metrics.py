@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dawnchorus.metrics import binary_cross_entropy, birdclef_auc
+from dawnchorus.learning.metrics import binary_cross_entropy, birdclef_auc
 
 
 @pytest.mark.parametrize("seed", range(5))

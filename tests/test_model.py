@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from dawnchorus.model import WeightsError, build_backbone, build_model
+from dawnchorus.learning.model import WeightsError, build_backbone, build_model
 
 INPUT = (128, 313, 1)
 
@@ -88,7 +88,7 @@ def test_imagenet_offline_is_a_clear_error(monkeypatch):
 
 
 def test_sed_head_gives_a_crop_logit_and_frames_for_each_window():
-    from dawnchorus.model import frame_output, frames_to_segments
+    from dawnchorus.learning.model import frame_output, frames_to_segments
 
     crop = (128, 626, 1)  # two windows
     model = build_model(5, crop, image_size=(32, 64), head="sed")
@@ -105,7 +105,7 @@ def test_sed_head_gives_a_crop_logit_and_frames_for_each_window():
 
 
 def test_segment_probabilities_are_attention_weighted_means_of_their_frames():
-    from dawnchorus.model import segment_probabilities
+    from dawnchorus.learning.model import segment_probabilities
 
     attention = np.array([[0.0, 2.0, -1.0, 0.5]])  # one class, four frames
     logits = np.array([[0.0, 3.0, -3.0, 1.0]])

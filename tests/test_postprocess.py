@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dawnchorus.config import ConfigError, load_config
-from dawnchorus.postprocess import (
+from dawnchorus.inference.postprocess import (
     merge_overlapping_windows,
     postprocess,
     scale_by_top_windows,

@@ -14,26 +14,23 @@ from support import save_fold_model, taxonomy_classes, tone, truncated_ogg, writ
 
 from dawnchorus.cli import main
 from dawnchorus.config import AudioParams, ConfigError, load_config, section_defaults
-from dawnchorus.features import log_mel
-from dawnchorus.modelcard import ModelFileError, read_metadata
-from dawnchorus.postprocess import (
+from dawnchorus.inference.engines import PredictionError, load_ensemble
+from dawnchorus.inference.export import ExportError, export_tflite
+from dawnchorus.inference.postprocess import (
     merge_overlapping_windows,
     scale_by_top_windows,
     smooth_over_windows,
 )
-from dawnchorus.predict import (
-    ExportError,
-    PredictionError,
+from dawnchorus.inference.recordings import (
     detections_table,
-    export_tflite,
-    load_ensemble,
     predict_recordings,
     recording_windows,
-    score_soundscapes,
-    soundscape_submission,
     window_features,
 )
-from dawnchorus.soundscape_ablation import AblationGrid, soundscape_ablation
+from dawnchorus.inference.soundscape_ablation import AblationGrid, soundscape_ablation
+from dawnchorus.inference.submission import score_soundscapes, soundscape_submission
+from dawnchorus.learning.modelcard import ModelFileError, read_metadata
+from dawnchorus.signal.features import log_mel
 
 pytestmark = pytest.mark.training
 PARAMS = AudioParams.from_config(section_defaults("audio"))
@@ -157,7 +154,7 @@ def test_export_reproduces_the_keras_ensemble_on_real_windows(folds, exported, s
 
 
 def test_sed_models_give_one_row_per_window_from_chunks_of_two(sed_folds, soundscape_windows):
-    from dawnchorus.predict import join_windows
+    from dawnchorus.inference.engines import join_windows
 
     keras_ensemble = load_ensemble(sed_folds, threads=2)
     assert keras_ensemble.segments == 2
@@ -177,7 +174,7 @@ def test_sed_models_give_one_row_per_window_from_chunks_of_two(sed_folds, sounds
 
 
 def test_sed_export_reproduces_the_keras_rows(tmp_path, sed_folds, soundscape_windows):
-    from dawnchorus.predict import join_windows
+    from dawnchorus.inference.engines import join_windows
 
     out = tmp_path / "sed.tflite"
     chunks = join_windows(soundscape_windows.astype(np.float32), 2)
@@ -341,7 +338,7 @@ def test_predict_folds_must_be_trained_folds():
 
 
 def test_detections_top_k_and_threshold(tmp_path):
-    from dawnchorus.predict import FilePrediction
+    from dawnchorus.inference.recordings import FilePrediction
 
     prediction = FilePrediction(
         tmp_path / "a.wav", [5, 10], np.array([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]])

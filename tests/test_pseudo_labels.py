@@ -12,23 +12,25 @@ import pytest
 from support import save_fold_model, taxonomy_classes
 
 from dawnchorus.config import AudioParams, load_config, section_defaults
-from dawnchorus.dataset import training_dataset
-from dawnchorus.features import cut_window
-from dawnchorus.folds import load_labelled_clips
-from dawnchorus.predict import load_ensemble
-from dawnchorus.pseudo_labels import (
+from dawnchorus.data.folds import load_labelled_clips
+from dawnchorus.data.pseudo_labels import (
     PseudoLabelError,
-    list_soundscapes,
     load_pseudo_windows,
-    round_training_config,
     soft_labels,
-    soundscape_spectrogram_stage,
     soundscape_window_starts,
-    soundscapes_of_shard,
-    write_pseudo_labels,
 )
-from dawnchorus.sampling import CropSampler
-from dawnchorus.shards import ClipStore, open_shard
+from dawnchorus.data.shards import ClipStore, open_shard
+from dawnchorus.data.soundscapes import (
+    list_soundscapes,
+    soundscape_spectrogram_stage,
+    soundscapes_of_shard,
+)
+from dawnchorus.inference.engines import load_ensemble
+from dawnchorus.inference.pseudo_labelling import write_pseudo_labels
+from dawnchorus.learning.dataset import training_dataset
+from dawnchorus.learning.sampling import CropSampler
+from dawnchorus.learning.train import round_training_config
+from dawnchorus.signal.features import cut_window
 
 pytestmark = pytest.mark.training
 PARAMS = AudioParams.from_config(section_defaults("audio"))
@@ -133,7 +135,7 @@ def test_a_round_trains_for_semi_supervised_epochs_when_set():
 def test_mix_power_adds_sounds_in_power():
     import tensorflow as tf
 
-    from dawnchorus.augment import mix_power
+    from dawnchorus.learning.augment import mix_power
 
     loud, silent = tf.fill([2, 3, 1], 10.0), tf.fill([2, 3, 1], -100.0)
     np.testing.assert_allclose(mix_power(loud, loud, 0.5).numpy(), 10.0, atol=1e-4)

@@ -17,10 +17,12 @@ import pandas as pd
 import pytest
 from support import REPO_ROOT, run_snakemake, tone, truncated_ogg, write_audio
 
-from dawnchorus.audio import load_audio
-from dawnchorus.baseline import run_baseline
 from dawnchorus.config import load_config
-from dawnchorus.embeddings import (
+from dawnchorus.data.folds import load_labelled_clips
+from dawnchorus.data.manifest import read_manifest
+from dawnchorus.data.spectrograms import shard_table
+from dawnchorus.learning.baseline import run_baseline
+from dawnchorus.pretrained.embeddings import (
     FORMAT_VERSION,
     SAMPLE_RATE,
     WINDOW_SAMPLES,
@@ -36,11 +38,9 @@ from dawnchorus.embeddings import (
     pool_windows,
     read_pooled_embeddings,
 )
-from dawnchorus.folds import load_labelled_clips
-from dawnchorus.manifest import read_manifest
-from dawnchorus.reference import run_reference
-from dawnchorus.report import aggregate_folds
-from dawnchorus.shards import shard_table
+from dawnchorus.pretrained.reference import run_reference
+from dawnchorus.reporting.aggregate import aggregate_folds
+from dawnchorus.signal.audio import load_audio
 
 DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
 HIDDEN_WIDTH = 16

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dawnchorus.report import results_summary
+from dawnchorus.reporting.summary import results_summary
 
 
 def _block(mean: float, folds: dict[int, float], model: str = "") -> dict:

@@ -13,18 +13,11 @@ import pandas as pd
 import pytest
 from support import tone, truncated_ogg, write_audio
 
-from dawnchorus.audio import load_audio
 from dawnchorus.config import AudioParams, load_config
-from dawnchorus.features import log_mel
-from dawnchorus.shards import (
-    FORMAT_VERSION,
-    ClipStore,
-    ShardError,
-    build_shard,
-    index_stage,
-    open_shard,
-    shard_table,
-)
+from dawnchorus.data.shards import FORMAT_VERSION, ClipStore, ShardError, build_shard, open_shard
+from dawnchorus.data.spectrograms import index_stage, shard_table
+from dawnchorus.signal.audio import load_audio
+from dawnchorus.signal.features import log_mel
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +110,7 @@ def test_other_feature_parameters_are_refused_by_name(tmp_path, params, recordin
 KILLABLE_WRITER = """
 import json, sys
 from dawnchorus.config import AudioParams
-from dawnchorus.shards import build_shard
+from dawnchorus.data.shards import build_shard
 recordings, out, params = json.loads(sys.argv[1])
 build_shard([tuple(r) for r in recordings], out, AudioParams(**params))
 """

@@ -12,15 +12,11 @@ import pandas as pd
 import pytest
 
 from dawnchorus.config import load_config
-from dawnchorus.folds import load_labelled_clips
-from dawnchorus.metrics import birdclef_auc
-from dawnchorus.train import (
-    EVALUATION_BATCH_SIZE,
-    FoldPaths,
-    Hyperparameters,
-    TrainingError,
-    train_fold,
-)
+from dawnchorus.data.folds import load_labelled_clips
+from dawnchorus.learning.fold_data import EVALUATION_BATCH_SIZE, FoldPaths, TrainingError
+from dawnchorus.learning.metrics import birdclef_auc
+from dawnchorus.learning.optimization import Hyperparameters
+from dawnchorus.learning.train import train_fold
 
 pytestmark = pytest.mark.training
 
@@ -78,10 +74,10 @@ def test_one_fold_writes_model_history_metrics_and_oof(tiny_prepared, tmp_path, 
     assert list(paths.tensorboard_dir.rglob("events.out.tfevents*"))
 
     # model.keras is the best checkpoint (its custom layers registered by importing
-    # dawnchorus.model), and reproduces oof from the same crops
-    import dawnchorus.model  # noqa: F401
-    from dawnchorus.dataset import evaluation_windows
-    from dawnchorus.shards import ClipStore
+    # dawnchorus.learning.model), and reproduces oof from the same crops
+    import dawnchorus.learning.model  # noqa: F401
+    from dawnchorus.data.shards import ClipStore
+    from dawnchorus.learning.dataset import evaluation_windows
 
     model = keras.models.load_model(paths.model)
     assert not model.compiled, "model.keras holds no optimizer state"
@@ -122,7 +118,8 @@ def test_nan_loss_stops_training_with_a_clear_message_and_no_checkpoint(tiny_pre
 def _fit_recording_weights(ema_momentum: float, swap: bool):
     """A tiny regression fitted 3 epochs; the weights a callback sees between the averaged-weights
     swap and its undoing (`judged`), the optimizer's averages then, and the weights after."""
-    from dawnchorus.train import _callbacks_module, make_optimizer
+    from dawnchorus.learning import callbacks
+    from dawnchorus.learning.optimization import make_optimizer
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -142,7 +139,6 @@ def _fit_recording_weights(ema_momentum: float, swap: bool):
 
         return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
 
-    callbacks = _callbacks_module()
     use_averaged = callbacks.UseAveragedWeights()
     middle = [probe("judged", read_averages=True)]
     chain = [use_averaged, *middle, callbacks.RestoreTrainingWeights(use_averaged)]
@@ -181,7 +177,7 @@ def test_validation_and_checkpoints_see_the_averaged_weights_training_goes_on_fr
 
 def test_an_epoch_logged_but_not_backed_up_is_forgotten_before_resuming(tmp_path):
     """Killed between CSVLogger/ModelCheckpoint and BackupAndRestore: the backup decides."""
-    from dawnchorus.train import drop_unfinished_epochs, epochs_backed_up
+    from dawnchorus.learning.checkpoints import drop_unfinished_epochs, epochs_backed_up
 
     work = tmp_path / "work"
     (work / "backup").mkdir(parents=True)
@@ -211,11 +207,8 @@ def test_a_self_training_round_is_reproducible_from_the_round_before(
 ):
     """Round 0 trained twice gives the same model, hence the same pseudo-labels; round 1 from
     either gives the same outputs: rerunning an earlier round changes nothing downstream."""
-    from dawnchorus.pseudo_labels import (
-        list_soundscapes,
-        soundscape_spectrogram_stage,
-        write_pseudo_labels,
-    )
+    from dawnchorus.data.soundscapes import list_soundscapes, soundscape_spectrogram_stage
+    from dawnchorus.inference.pseudo_labelling import write_pseudo_labels
 
     config = small_config(epochs=1)
     config["semi_supervised"].update(mix_prob=1.0, min_probability=0.0)

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from dawnchorus.config import ConfigError, load_config
-from dawnchorus.train import DataPaths
-from dawnchorus.tune import (
+from dawnchorus.learning.fold_data import DataPaths
+from dawnchorus.learning.tune import (
     TUNED_NAMES,
     TuningError,
     load_best_hyperparameters,
@@ -198,8 +198,8 @@ def _runner(tmp_path: Path, prepared, config_overrides: dict) -> Path:
             import json, logging, sys
             from pathlib import Path
             from dawnchorus.config import load_config
-            from dawnchorus.train import DataPaths
-            from dawnchorus import tune
+            from dawnchorus.learning import tune, tune_distributed
+            from dawnchorus.learning.fold_data import DataPaths
 
             logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True)
             config = load_config(None, json.loads({json.dumps(json.dumps(config_overrides))}))
@@ -215,10 +215,12 @@ def _runner(tmp_path: Path, prepared, config_overrides: dict) -> Path:
                 tune.run_search(config, paths, out / "work", out / "results.json",
                                 out / "trials.csv")
             elif role == "chief":
-                tune.run_chief(config, out / "work", out / "results.json", out / "trials.csv")
+                tune_distributed.run_chief(config, out / "work", out / "results.json",
+                                           out / "trials.csv")
             else:
                 worker = int(role.removeprefix("worker_"))
-                tune.run_worker(config, paths, out / "work", worker, out / f"{{role}}.json")
+                tune_distributed.run_worker(config, paths, out / "work", worker,
+                                            out / f"{{role}}.json")
             """
         )
     )

@@ -20,12 +20,12 @@ import pytest
 from support import REPO_ROOT, DatasetBuilder, run_snakemake, tone
 
 from dawnchorus.config import AudioParams, load_config
-from dawnchorus.embeddings import bundled_model_path
-from dawnchorus.folds import read_folds
-from dawnchorus.manifest import read_manifest
-from dawnchorus.shards import open_shard
-from dawnchorus.train import epochs_backed_up
-from dawnchorus.tune import outside_search_space
+from dawnchorus.data.folds import read_folds
+from dawnchorus.data.manifest import read_manifest
+from dawnchorus.data.shards import open_shard
+from dawnchorus.learning.checkpoints import epochs_backed_up
+from dawnchorus.learning.tune import outside_search_space
+from dawnchorus.pretrained.embeddings import bundled_model_path
 
 pytestmark = pytest.mark.workflow
 DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
@@ -675,7 +675,7 @@ def test_kill_9_during_epoch_2_resumes_from_the_backup(tmp_path, tiny_demo):
     log = (results / "logs" / "train" / f"{fold}.log").read_text()
     assert f"resuming after epoch {killed_after}" in log
     # the resumed attempt (the log's last) takes the backup's weights, not the round before's
-    resumed_attempt = log[log.rindex("dawnchorus.train: TensorFlow") :]
+    resumed_attempt = log[log.rindex("dawnchorus.runtime: TensorFlow") :]
     assert "starting from the weights of" not in resumed_attempt
     history = pd.read_csv(fold_dir / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3], "no epoch repeated or lost"

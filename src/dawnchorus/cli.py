@@ -14,7 +14,7 @@ from dawnchorus import __version__
 
 
 def _demo_defaults() -> dict:
-    from dawnchorus.demo import generate_demo_data
+    from dawnchorus.demo.layout import generate_demo_data
 
     return {
         name: parameter.default
@@ -73,7 +73,7 @@ def _add_demo_data(subparsers) -> None:
 
 
 def _run_demo_data(args: argparse.Namespace) -> int:
-    from dawnchorus.demo import generate_demo_data
+    from dawnchorus.demo.layout import generate_demo_data
 
     summary = generate_demo_data(
         args.out,
@@ -176,13 +176,10 @@ def _weights(text: str) -> list[float]:
 def _run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from dawnchorus.postprocess import kernel_problem
-    from dawnchorus.predict import (
-        detections_table,
-        find_recordings,
-        load_ensemble,
-        predict_recordings,
-    )
+    from dawnchorus.config import kernel_problem
+    from dawnchorus.inference.engines import load_ensemble
+    from dawnchorus.inference.recordings import detections_table, predict_recordings
+    from dawnchorus.signal.audio import find_recordings
 
     if args.top_k is not None and args.top_k < 1:
         raise ValueError("--top-k must be at least 1")

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import yaml
-
-from dawnchorus.postprocess import kernel_problem
 
 _REPO_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 _PACKAGED_SCHEMA = Path(__file__).resolve().parent / "config.schema.yaml"
@@ -310,3 +309,13 @@ class AudioParams:
             "fmin": float(self.fmin),
             "fmax": float(self.fmax),
         }
+
+
+def kernel_problem(kernel: Sequence[float]) -> str | None:
+    """Why `kernel` cannot smooth window rows, or None."""
+    weights = np.asarray(kernel, dtype=np.float64)
+    if weights.ndim != 1 or len(weights) % 2 == 0:
+        return f"needs an odd number of weights (centred on the window), not {len(weights)}"
+    if (weights < 0).any() or weights.sum() <= 0:
+        return "needs non-negative weights with a positive sum"
+    return None

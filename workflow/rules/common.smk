@@ -9,14 +9,16 @@ from snakemake.logging import logger
 from snakemake.utils import min_version
 
 from dawnchorus.config import ConfigError, validate_config
-from dawnchorus.embeddings import EmbeddingSettings, ReferenceModelError, plan_reference
-from dawnchorus.predict import AUDIO_SUFFIXES, SUBMISSION_SETTINGS
-from dawnchorus.pseudo_labels import (
-    list_soundscapes,
-    round_training_config,
-    soundscapes_of_shard,
+from dawnchorus.data.soundscapes import list_soundscapes, soundscapes_of_shard
+from dawnchorus.inference.submission import SUBMISSION_SETTINGS
+from dawnchorus.learning.train import round_training_config
+from dawnchorus.learning.tune import search_settings
+from dawnchorus.pretrained.embeddings import (
+    EmbeddingSettings,
+    ReferenceModelError,
+    plan_reference,
 )
-from dawnchorus.tune import search_settings
+from dawnchorus.signal.audio import AUDIO_SUFFIXES
 
 min_version("9.0")
 

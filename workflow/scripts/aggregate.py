@@ -2,7 +2,7 @@
 
 from dawnchorus.artifacts import read_json
 from dawnchorus.logs import log_to_file
-from dawnchorus.report import aggregate_folds, write_aggregate
+from dawnchorus.reporting.aggregate import aggregate_folds, write_aggregate
 
 with log_to_file(snakemake.log[0]):
     # the BirdNET reference is an input only when it runs (config reference.enabled)

@@ -1,8 +1,8 @@
 """Rule baseline: logistic regression on clip-level log-mel statistics, same folds as the CNN."""
 
 from dawnchorus.artifacts import write_json, write_table
-from dawnchorus.baseline import run_baseline
 from dawnchorus.config import AudioParams
+from dawnchorus.learning.baseline import run_baseline
 from dawnchorus.logs import log_to_file
 
 with log_to_file(snakemake.log[0]):

@@ -1,7 +1,7 @@
 """Rule embeddings: BirdNET embeddings of one shard's recordings, 3-s windows at 48 kHz."""
 
-from dawnchorus.embeddings import EmbeddingSettings, embedding_stage
 from dawnchorus.logs import log_to_file
+from dawnchorus.pretrained.embeddings import EmbeddingSettings, embedding_stage
 
 with log_to_file(snakemake.log[0]):
     embedding_stage(

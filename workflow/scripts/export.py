@@ -1,7 +1,7 @@
 """Rule export: the fold ensemble as one TFLite model, checked against Keras on real windows."""
 
+from dawnchorus.inference.export import export_stage
 from dawnchorus.logs import log_to_file
-from dawnchorus.predict import export_stage
 
 with log_to_file(snakemake.log[0]):
     export_stage(

@@ -1,6 +1,6 @@
 """Rule folds: iterative multilabel stratified K-fold over primary + secondary labels."""
 
-from dawnchorus.folds import folds_stage
+from dawnchorus.data.folds import folds_stage
 from dawnchorus.logs import log_to_file
 
 with log_to_file(snakemake.log[0]):

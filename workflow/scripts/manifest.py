@@ -1,7 +1,7 @@
 """Rule manifest: validate train.csv, taxonomy.csv and every audio header."""
 
+from dawnchorus.data.manifest import build_manifest, write_manifest
 from dawnchorus.logs import log_to_file
-from dawnchorus.manifest import build_manifest, write_manifest
 
 with log_to_file(snakemake.log[0]):
     params = snakemake.params

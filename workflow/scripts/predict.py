@@ -1,7 +1,7 @@
 """Rule predict: the test soundscapes -> predictions/submission.csv (Kaggle's format)."""
 
+from dawnchorus.inference.submission import submission_stage
 from dawnchorus.logs import log_to_file
-from dawnchorus.predict import submission_stage
 
 with log_to_file(snakemake.log[0]):
     models = snakemake.input.models

@@ -1,7 +1,7 @@
 """Rule pseudo_labels: a round's fold models label every window of one soundscape shard."""
 
+from dawnchorus.inference.pseudo_labelling import write_pseudo_labels
 from dawnchorus.logs import log_to_file
-from dawnchorus.pseudo_labels import write_pseudo_labels
 
 with log_to_file(snakemake.log[0]):
     models = snakemake.input.models

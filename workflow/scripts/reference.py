@@ -2,7 +2,7 @@
 
 from dawnchorus.artifacts import write_json, write_table
 from dawnchorus.logs import log_to_file
-from dawnchorus.reference import run_reference
+from dawnchorus.pretrained.reference import run_reference
 
 with log_to_file(snakemake.log[0]):
     metrics, oof = run_reference(

@@ -3,7 +3,11 @@
 import pandas as pd
 
 from dawnchorus.logs import log_to_file
-from dawnchorus.report import plot_frequency_vs_auc, plot_learning_curves, plot_per_class_auc
+from dawnchorus.reporting.plots import (
+    plot_frequency_vs_auc,
+    plot_learning_curves,
+    plot_per_class_auc,
+)
 
 with log_to_file(snakemake.log[0]):
     per_class = pd.read_csv(snakemake.input.per_class)

@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 
 from dawnchorus.artifacts import write_json
+from dawnchorus.data.manifest import read_classes
+from dawnchorus.inference.soundscape_ablation import AblationGrid, soundscape_ablation
 from dawnchorus.logs import log_to_file
-from dawnchorus.manifest import read_classes
-from dawnchorus.soundscape_ablation import AblationGrid, soundscape_ablation
 
 with log_to_file(snakemake.log[0]):
     ablation = soundscape_ablation(

@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 
 from dawnchorus.artifacts import write_json
+from dawnchorus.inference.submission import score_soundscapes
 from dawnchorus.logs import log_to_file
-from dawnchorus.predict import score_soundscapes
-from dawnchorus.report import plot_soundscape_auc
+from dawnchorus.reporting.plots import plot_soundscape_auc
 
 with log_to_file(snakemake.log[0]):
     scores = score_soundscapes(

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from dawnchorus.config import AudioParams
+from dawnchorus.data.soundscapes import SOUNDSCAPE_DIR, soundscape_spectrogram_stage
 from dawnchorus.logs import log_to_file
-from dawnchorus.pseudo_labels import SOUNDSCAPE_DIR, soundscape_spectrogram_stage
 
 with log_to_file(snakemake.log[0]):
     root = Path(snakemake.params.data_dir) / SOUNDSCAPE_DIR

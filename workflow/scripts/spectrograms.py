@@ -1,8 +1,8 @@
 """Rule spectrograms: one HDF5 shard of log-mel spectrograms."""
 
 from dawnchorus.config import AudioParams
+from dawnchorus.data.spectrograms import spectrogram_stage
 from dawnchorus.logs import log_to_file
-from dawnchorus.shards import spectrogram_stage
 
 with log_to_file(snakemake.log[0]):
     spectrogram_stage(

@@ -2,7 +2,7 @@
 
 from dawnchorus.artifacts import read_json, write_bytes
 from dawnchorus.logs import log_to_file
-from dawnchorus.report import results_summary
+from dawnchorus.reporting.summary import results_summary
 
 with log_to_file(snakemake.log[0]):
     scores = snakemake.input.get("soundscape_scores")

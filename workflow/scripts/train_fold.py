@@ -2,9 +2,11 @@
 
 from pathlib import Path
 
+from dawnchorus.learning.fold_data import FoldPaths
+from dawnchorus.learning.optimization import Hyperparameters
+from dawnchorus.learning.train import train_fold
+from dawnchorus.learning.tune import load_best_hyperparameters
 from dawnchorus.logs import log_to_file
-from dawnchorus.train import FoldPaths, Hyperparameters, train_fold
-from dawnchorus.tune import load_best_hyperparameters
 
 
 def paths_of(files) -> tuple[Path, ...]:

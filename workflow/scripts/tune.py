@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+from dawnchorus.learning.fold_data import DataPaths
+from dawnchorus.learning.tune import run_search
+from dawnchorus.learning.tune_distributed import run_chief, run_worker
 from dawnchorus.logs import log_to_file
-from dawnchorus.train import DataPaths
-from dawnchorus.tune import run_chief, run_search, run_worker
 
 # appended, so the log of a killed attempt survives its resumption
 with log_to_file(snakemake.log[0], append=True):

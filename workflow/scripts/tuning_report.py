@@ -2,7 +2,7 @@
 
 from dawnchorus.artifacts import read_json
 from dawnchorus.logs import log_to_file
-from dawnchorus.report import plot_hyperparameters_vs_score, plot_tuning_trials
+from dawnchorus.reporting.plots import plot_hyperparameters_vs_score, plot_tuning_trials
 
 with log_to_file(snakemake.log[0]):
     results = read_json(snakemake.input[0])

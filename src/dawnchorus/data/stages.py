@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dawnchorus.config import AudioParams
-from dawnchorus.folds import folds_stage
-from dawnchorus.manifest import build_manifest, write_manifest
-from dawnchorus.shards import spectrogram_stage
+from dawnchorus.data.folds import folds_stage
+from dawnchorus.data.manifest import build_manifest, write_manifest
+from dawnchorus.data.spectrograms import spectrogram_stage
 
 
 @dataclass(frozen=True)

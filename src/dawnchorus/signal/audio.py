@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,8 @@ import soundfile as sf
 import soxr
 
 _READ_BLOCK_FRAMES = 1 << 16
+# what find_recordings picks from a folder
+AUDIO_SUFFIXES = frozenset({".ogg", ".oga", ".opus", ".flac", ".wav", ".mp3", ".aif", ".aiff"})
 
 
 class AudioError(Exception):
@@ -215,3 +217,18 @@ def last_partial_window(
     if tail.size and (first or tail.size >= min_samples):
         return np.resize(tail, window_samples)  # np.resize repeats the array cyclically
     return None
+
+
+def find_recordings(paths: Iterable[str | Path]) -> list[Path]:
+    """Files given, and audio files found under folders given (recursively, sorted)."""
+    found: list[Path] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            found += sorted(
+                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+            )
+        elif item.exists():
+            found.append(item)
+        else:
+            raise FileNotFoundError(f"'{item}' does not exist")
+    return found

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from dawnchorus.postprocess import NO_SMOOTHING
-from dawnchorus.predict import (
+from dawnchorus.inference.engines import load_ensemble
+from dawnchorus.inference.postprocess import NO_SMOOTHING
+from dawnchorus.inference.recordings import predict_recordings
+from dawnchorus.inference.submission import (
     assemble_submission,
     check_classes,
     expected_submission_rows,
-    load_ensemble,
-    predict_recordings,
     score_soundscapes,
 )
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dawnchorus.embeddings import EmbeddingShardError, read_pooled_embeddings
-from dawnchorus.folds import load_labelled_clips
-from dawnchorus.heads import cross_validate_head
+from dawnchorus.data.folds import load_labelled_clips
+from dawnchorus.learning.heads import cross_validate_head
+from dawnchorus.pretrained.embeddings import EmbeddingShardError, read_pooled_embeddings
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from dawnchorus.config import AudioParams
-from dawnchorus.folds import load_labelled_clips
-from dawnchorus.heads import cross_validate_head
-from dawnchorus.shards import ClipStore
+from dawnchorus.data.folds import load_labelled_clips
+from dawnchorus.data.shards import ClipStore
+from dawnchorus.learning.heads import cross_validate_head
 
 DESCRIPTION = "logistic regression on clip-level mean and std of each log-mel band"
 

@@ -12,7 +12,7 @@ import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from sklearn.model_selection import KFold
 
-from dawnchorus.manifest import label_matrix, read_classes, read_manifest
+from dawnchorus.data.manifest import label_matrix, read_classes, read_manifest
 
 log = logging.getLogger(__name__)
 

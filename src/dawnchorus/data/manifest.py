@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from dawnchorus.audio import AudioError, probe_audio
+from dawnchorus.signal.audio import AudioError, probe_audio
 
 TRAIN_AUDIO_DIR = "train_audio"
 REQUIRED_TRAIN_COLUMNS = ("primary_label", "secondary_labels", "filename")

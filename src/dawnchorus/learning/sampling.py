@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dawnchorus.features import cut_window
+from dawnchorus.signal.features import cut_window
 
 # A band counts as active this far above its median level: a noise floor's own fluctuations
 # (a few dB in a log-mel band) are not sound worth drawing a crop for.

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tensorflow as tf
 
-from dawnchorus import augment
-from dawnchorus.features import band_centres_hz, covering_starts, cut_window
-from dawnchorus.sampling import CropSampler
-from dawnchorus.shards import ClipStore
+from dawnchorus.data.shards import ClipStore
+from dawnchorus.learning import augment
+from dawnchorus.learning.sampling import CropSampler
+from dawnchorus.signal.features import band_centres_hz, covering_starts, cut_window
 
 if TYPE_CHECKING:
-    from dawnchorus.pseudo_labels import PseudoWindows
+    from dawnchorus.data.pseudo_labels import PseudoWindows
 
 log = logging.getLogger(__name__)
 

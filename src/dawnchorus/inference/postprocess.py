@@ -26,17 +26,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dawnchorus.config import kernel_problem
+
 NO_SMOOTHING = (1.0,)
-
-
-def kernel_problem(kernel: Sequence[float]) -> str | None:
-    """Why `kernel` cannot smooth window rows, or None."""
-    weights = np.asarray(kernel, dtype=np.float64)
-    if weights.ndim != 1 or len(weights) % 2 == 0:
-        return f"needs an odd number of weights (centred on the window), not {len(weights)}"
-    if (weights < 0).any() or weights.sum() <= 0:
-        return "needs non-negative weights with a positive sum"
-    return None
 
 
 def smooth_over_windows(probabilities: np.ndarray, kernel: Sequence[float]) -> np.ndarray:

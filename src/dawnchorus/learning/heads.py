@@ -3,7 +3,7 @@
 The log-mel-statistics baseline and the BirdNET reference differ only in their features; both
 train a standardised one-vs-rest logistic regression per fold on the recordings outside the fold,
 score the fold's recordings with the BirdCLEF metric, and report in one schema (metrics.json and
-oof.csv, the shape `report.aggregate_folds` reads).
+oof.csv, the shape `aggregate_folds` reads).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from dawnchorus.folds import LabelledClips
-from dawnchorus.metrics import birdclef_auc
+from dawnchorus.data.folds import LabelledClips
+from dawnchorus.learning.metrics import birdclef_auc
 
 log = logging.getLogger(__name__)
 

@@ -34,13 +34,9 @@ import h5py
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from dawnchorus.audio import last_partial_window
-from dawnchorus.shards import (
-    RaggedShardWriter,
-    decoded_recordings,
-    remove_stale_temporaries,
-    shard_recordings,
-)
+from dawnchorus.data.shards import RaggedShardWriter, decoded_recordings, remove_stale_temporaries
+from dawnchorus.data.spectrograms import shard_recordings
+from dawnchorus.signal.audio import last_partial_window
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +230,7 @@ def cut_windows(samples: np.ndarray, min_last_window_s: float) -> np.ndarray:
     """(n, WINDOW_SAMPLES) consecutive 3-s windows of mono samples at 48 kHz.
 
     A last partial window of at least `min_last_window_s` seconds, or a recording shorter than one
-    window, is filled by repeating its own audio (as `predict.recording_windows` does), so no
+    window, is filled by repeating its own audio (as `recordings.recording_windows` does), so no
     window holds artificial silence; shorter tails are dropped.
     """
     n_full = len(samples) // WINDOW_SAMPLES

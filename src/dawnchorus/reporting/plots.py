@@ -1,0 +1,169 @@
+"""The report's plots (matplotlib, Agg backend): learning curves, per-class AUC, soundscape AUC,
+class frequency against AUC, tuning trials."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, figure, out: str | Path) -> None:
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    log.info("wrote %s", out)
+
+
+def plot_learning_curves(history_paths: Sequence[str | Path], out: str | Path) -> None:
+    plt = _pyplot()
+    figure, (loss_axis, auc_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for path in history_paths:
+        history = pd.read_csv(path)
+        fold = Path(path).parent.name.replace("_", " ")
+        epochs = history["epoch"] + 1
+        line = loss_axis.plot(epochs, history["loss"], label=f"{fold} train")[0]
+        loss_axis.plot(
+            epochs, history["val_loss"], "--", color=line.get_color(), label=f"{fold} validation"
+        )
+        auc_axis.plot(epochs, history["val_auc"], color=line.get_color(), label=fold)
+    loss_axis.set(xlabel="epoch", ylabel="binary cross-entropy", title="Loss")
+    auc_axis.set(xlabel="epoch", ylabel="macro ROC-AUC (BirdCLEF)", title="Validation AUC")
+    loss_axis.legend(fontsize=7)
+    auc_axis.legend(fontsize=7)
+    _save(plt, figure, out)
+
+
+def plot_per_class_auc(per_class: pd.DataFrame, out: str | Path) -> None:
+    plt = _pyplot()
+    table = per_class.sort_values("oof_auc", na_position="first")
+    height = max(3.0, 0.22 * len(table) + 1)
+    figure, axis = plt.subplots(figsize=(7, height))
+    positions = np.arange(len(table))
+    bars = [
+        ("oof_auc", "CNN (out of fold)", "tab:blue"),
+        ("baseline_oof_auc", "baseline", "lightgray"),
+    ]
+    if "reference_oof_auc" in table:
+        bars.append(("reference_oof_auc", "pretrained reference", "tab:orange"))
+    bar_height = 0.8 / len(bars)
+    for index, (column, label, colour) in enumerate(bars):
+        offset = (index - (len(bars) - 1) / 2) * bar_height
+        axis.barh(positions + offset, table[column], height=bar_height, label=label, color=colour)
+    axis.set_yticks(positions, table["class"], fontsize=7)
+    axis.set(xlabel="ROC-AUC", xlim=(0, 1), title="Per-class AUC")
+    axis.axvline(0.5, color="black", linewidth=0.5)
+    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(bars))
+    _save(plt, figure, out)
+
+
+def plot_soundscape_auc(scores: Mapping, out: str | Path) -> None:
+    """Per-class soundscape AUC of the ensemble, the macro-AUC (competition metric) in the title."""
+    plt = _pyplot()
+    per_class = {label: auc for label, auc in scores["per_class_auc"].items() if auc is not None}
+    labels = sorted(per_class, key=per_class.get)
+    figure, axis = plt.subplots(figsize=(7, max(3.0, 0.22 * len(labels) + 1)))
+    axis.barh(np.arange(len(labels)), [per_class[label] for label in labels], color="tab:green")
+    axis.set_yticks(np.arange(len(labels)), labels, fontsize=7)
+    axis.axvline(0.5, color="black", linewidth=0.5)
+    axis.set(
+        xlabel="ROC-AUC over 5-s windows",
+        xlim=(0, 1),
+        title=f"Soundscapes: macro-AUC {scores['macro_auc']:.3f} "
+        f"({scores['windows']} windows, {scores['scored_classes']} classes scored)",
+    )
+    _save(plt, figure, out)
+
+
+def plot_frequency_vs_auc(per_class: pd.DataFrame, out: str | Path) -> None:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    axis.scatter(per_class["n_recordings"], per_class["oof_auc"], s=14)
+    if len(per_class) <= 40:  # beyond that the names only hide the points
+        points = zip(
+            per_class["class"], per_class["n_recordings"], per_class["oof_auc"], strict=True
+        )
+        for label, count, auc in points:
+            if np.isfinite(auc):
+                axis.annotate(
+                    label, (count, auc), fontsize=6, xytext=(2, 2), textcoords="offset points"
+                )
+    axis.set_xscale("log")
+    axis.set(
+        xlabel="recordings with the class (primary or secondary)",
+        ylabel="out-of-fold ROC-AUC",
+        title="Class frequency vs AUC",
+        ylim=(0, 1.02),
+    )
+    _save(plt, figure, out)
+
+
+def plot_tuning_trials(results: Mapping, out: str | Path) -> None:
+    """val_auc of each trial in the order they started; failed trials marked at the bottom."""
+    plt = _pyplot()
+    trials = results["trials"]
+    figure, axis = plt.subplots(figsize=(max(5.0, 0.3 * len(trials) + 2), 4))
+    positions = np.arange(len(trials))
+    scores = np.array([np.nan if t["score"] is None else t["score"] for t in trials])
+    scored = np.isfinite(scores)
+    axis.bar(positions[scored], scores[scored], color="tab:blue", label="val_auc")
+    if (~scored).any():
+        axis.scatter(
+            positions[~scored],
+            np.zeros((~scored).sum()),
+            marker="x",
+            color="tab:red",
+            label="failed (no score)",
+        )
+    best = [i for i, t in enumerate(trials) if t["trial_id"] == results["best_trial_id"]]
+    axis.bar(best, scores[best], color="tab:orange", label="best")
+    axis.set_xticks(positions, [t["trial_id"] for t in trials], fontsize=7, rotation=90)
+    axis.set(
+        xlabel="trial",
+        ylabel="validation macro ROC-AUC",
+        ylim=(0, 1.02),
+        title=f"{results['tuner_type']} on fold {results['fold']}",
+    )
+    axis.legend(fontsize=8, loc="lower right")
+    _save(plt, figure, out)
+
+
+def plot_hyperparameters_vs_score(results: Mapping, out: str | Path) -> None:
+    """One panel per tuned hyperparameter: its value in each scored trial against val_auc."""
+    plt = _pyplot()
+    scored = [t for t in results["trials"] if t["score"] is not None]
+    names = list(results["best_overall_hyperparameters"])
+    columns = 4
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
+    scores = [t["score"] for t in scored]
+    for axis, name in zip(axes.flat, names, strict=False):
+        values = [t["hyperparameters"][name] for t in scored]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            axis.scatter(values, scores, s=16)
+            if name == "learning_rate":
+                axis.set_xscale("log")
+        else:  # categorical: one column per choice the search had, tried or not
+            choices = [str(c) for c in results["search_space"].get(name, [])] or sorted(
+                {str(v) for v in values}
+            )
+            axis.scatter([choices.index(str(v)) for v in values], scores, s=16)
+            axis.set_xticks(range(len(choices)), choices, fontsize=7, rotation=20)
+        axis.set(xlabel=name, ylabel="val_auc")
+    for axis in list(axes.flat)[len(names) :]:
+        axis.set_visible(False)
+    _save(plt, figure, out)

@@ -1,0 +1,2 @@
+"""Sound in, numbers out: decoding and resampling recordings, and log-mel features (no
+TensorFlow)."""
