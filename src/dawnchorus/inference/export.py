@@ -10,6 +10,8 @@ import numpy as np
 
 from dawnchorus.artifacts import write_bytes, write_json
 from dawnchorus.config import AudioParams
+from dawnchorus.data.manifest import read_manifest
+from dawnchorus.data.shards import ClipStore
 from dawnchorus.inference.engines import (
     PredictionError,
     consistent_metadata,
@@ -86,9 +88,7 @@ def export_stage(
     threads: int = 1,
 ) -> dict:
     """Rule export: the fold ensemble as TFLite, checked on real windows from the shards."""
-    from dawnchorus.data.manifest import read_manifest
-    from dawnchorus.data.shards import ClipStore
-    from dawnchorus.learning.dataset import evaluation_windows
+    from dawnchorus.learning.dataset import evaluation_windows  # imports TensorFlow
 
     params = AudioParams.from_config(config)
     metadata = consistent_metadata(model_paths)

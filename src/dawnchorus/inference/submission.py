@@ -16,6 +16,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from dawnchorus.artifacts import write_table
+from dawnchorus.data.manifest import read_classes
 from dawnchorus.inference.engines import Ensemble, PredictionError, load_ensemble
 from dawnchorus.inference.postprocess import postprocess
 from dawnchorus.inference.recordings import FilePrediction, predict_recordings, window_end_seconds
@@ -186,6 +187,7 @@ def assemble_submission(
 
 def score_soundscapes(submission: pd.DataFrame, truth: pd.DataFrame) -> dict:
     """The competition metric of a submission against window labels (row_id + class columns)."""
+    # scikit-learn, not imported when Snakemake imports this module to plan the DAG
     from dawnchorus.learning.metrics import birdclef_auc
 
     classes = [column for column in truth.columns if column != "row_id"]
@@ -222,8 +224,6 @@ def submission_stage(
     threads: int = 1,
 ) -> None:
     """Rule predict: every test soundscape -> submission.csv (and problems.csv, maybe empty)."""
-    from dawnchorus.data.manifest import read_classes
-
     ensemble = load_ensemble(model_paths, threads)
     log.info(
         "%s ensemble of %d fold model(s): %s",

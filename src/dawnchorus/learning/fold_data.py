@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dawnchorus.config import AudioParams, segments_per_crop
+from dawnchorus.data.pseudo_labels import PseudoWindows, load_pseudo_windows
+from dawnchorus.data.shards import ClipStore
 from dawnchorus.learning.optimization import Hyperparameters
+from dawnchorus.learning.sampling import CropSampler, class_balanced_weights
 
-if TYPE_CHECKING:  # TensorFlow is imported only where a job needs it
+# Snakemake imports this module to plan the DAG: TensorFlow (dataset) and scikit-learn (folds,
+# metrics) are imported only where a job needs them
+if TYPE_CHECKING:
     from dawnchorus.data.folds import LabelledClips
-    from dawnchorus.data.pseudo_labels import PseudoWindows
-    from dawnchorus.data.shards import ClipStore
     from dawnchorus.learning.dataset import EvaluationWindows
-    from dawnchorus.learning.sampling import CropSampler
 
 log = logging.getLogger(__name__)
 EVALUATION_BATCH_SIZE = 64  # inference only: any size gives the same scores
@@ -127,9 +129,7 @@ class FoldData:
 def open_fold(config: Mapping, fold: int, paths: DataPaths) -> Iterator[FoldData]:
     """Fold `fold` of the data stage's outputs: training rows and validation windows."""
     from dawnchorus.data.folds import load_labelled_clips
-    from dawnchorus.data.shards import ClipStore
     from dawnchorus.learning.dataset import evaluation_windows
-    from dawnchorus.learning.sampling import CropSampler, class_balanced_weights
 
     training, sampling = config["training"], config["training"]["sampling"]
     params = AudioParams.from_config(config)
@@ -176,8 +176,6 @@ def open_fold(config: Mapping, fold: int, paths: DataPaths) -> Iterator[FoldData
 
 
 def _pseudo_windows(config: Mapping, fold: int, paths: FoldPaths, classes, crop_frames: int):
-    from dawnchorus.data.pseudo_labels import load_pseudo_windows
-
     pseudo = load_pseudo_windows(
         paths.pseudo_labels,
         paths.soundscape_shards,

@@ -2,6 +2,9 @@
 
 The fold's work folder and how a killed job resumes: `checkpoints`. When the fold is done the
 outputs (model.keras, history.csv, metrics.json, oof.csv) are written and the work folder removed.
+
+Snakemake imports this module to plan the DAG (`round_training_config`): Keras and scikit-learn
+are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -44,8 +47,7 @@ def build_and_compile(
     config: Mapping, data: FoldData, hp: Hyperparameters, epochs: int, compiled: bool = True
 ):
     """The fold's model for these hyperparameters, compiled to train for `epochs` epochs."""
-
-    from dawnchorus.learning.model import build_model
+    from dawnchorus.learning.model import build_model  # imports Keras
 
     params, model_config = data.store.params, config["model"]
     model = build_model(
@@ -91,7 +93,7 @@ def train_fold(
 
     `round_index` > 0: a round after round 0 (paths.initial_model, and paths.pseudo_labels when
     there are train soundscapes to mix in)."""
-    from dawnchorus.learning.metrics import binary_cross_entropy, birdclef_auc
+    from dawnchorus.learning.metrics import binary_cross_entropy, birdclef_auc  # scikit-learn
 
     training, model_config = config["training"], config["model"]
     params = AudioParams.from_config(config)
