@@ -14,6 +14,7 @@ include: "workflow/rules/reference.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/self_training.smk"
+include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
 
@@ -25,6 +26,7 @@ rule all:
         results_path("spectrograms/index.csv"),
         rules.aggregate.output,
         rules.reference.output if REFERENCE_PLAN.enabled else [],
+        rules.ensemble.output if BLEND else [],
         rules.report.output,
         rules.summary.output,
         rules.tuning_report.output if TUNER["enabled"] else [],

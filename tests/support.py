@@ -193,3 +193,45 @@ def run_snakemake(
             f"{result.stderr[-6000:]}"
         )
     return result
+
+
+HIDDEN_WIDTH = 16
+
+
+def build_tflite(out: Path, input_samples: int = 144000, hidden_width: int = HIDDEN_WIDTH):
+    """A tiny BirdNET-shaped model: audio in, a hidden Dense (the embedding), a final Dense.
+
+    Returns the Keras model that outputs the hidden layer, to check what the wrapper reads.
+    """
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    audio = keras.Input(shape=(input_samples,))
+    frames = keras.layers.Reshape((input_samples // 144, 144))(audio)
+    frames = keras.layers.Dense(8, activation="relu")(frames)
+    pooled = keras.layers.GlobalAveragePooling1D()(frames)
+    hidden = keras.layers.Dense(hidden_width, activation="relu")(pooled)
+    classes = keras.layers.Dense(5)(hidden)
+    out.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(audio, classes)).convert())
+    return keras.Model(audio, hidden)
+
+
+def make_head(path, classes, model_path, fold=0, seed=0, offsets=(0, 1, 2)):
+    """A head file for a BirdNET-shaped model: random weights over its mean_max features."""
+    from dawnchorus.learning.linear import LinearWeights
+    from dawnchorus.pretrained.embeddings import EmbeddingModel
+    from dawnchorus.pretrained.head import Head, head_metadata
+
+    model = EmbeddingModel(model_path)
+    rng = np.random.default_rng(seed)
+    features = 2 * model.dim  # mean_max
+    weights = LinearWeights(
+        mean=np.zeros(features),
+        scale=np.full(features, 0.05),
+        coef=rng.normal(0, 0.3, (len(classes), features)),
+        intercept=np.zeros(len(classes)),
+    )
+    metadata = head_metadata(fold, classes, "mean_max", offsets, model_path.name, model.sha256)
+    Head(weights, metadata).save(path)
+    return path

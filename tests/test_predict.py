@@ -16,6 +16,7 @@ from dawnchorus.cli import main
 from dawnchorus.config import AudioParams, ConfigError, load_config, section_defaults
 from dawnchorus.inference.engines import PredictionError, load_ensemble
 from dawnchorus.inference.export import ExportError, export_tflite
+from dawnchorus.inference.members import Blend
 from dawnchorus.inference.postprocess import (
     merge_overlapping_windows,
     scale_by_top_windows,
@@ -251,10 +252,10 @@ def test_submission_keeps_every_row_of_bad_soundscapes(tmp_path, tiny_demo, expo
     empty.write_bytes(b"")
     short = folder / "ZZ_short.ogg"  # not listed, decodable: its own (one) window
     short.write_bytes(truncated_ogg(60.0, 0.03))
-    ensemble = load_ensemble([exported[0]])
+    blend = Blend(load_ensemble([exported[0]]))
     classes = taxonomy_classes(tiny_demo)
     submission, problems = soundscape_submission(
-        [good, cut, empty, short], ensemble, classes, SETTINGS, tiny_demo / "sample_submission.csv"
+        [good, cut, empty, short], blend, classes, SETTINGS, tiny_demo / "sample_submission.csv"
     )
     sample = pd.read_csv(tiny_demo / "sample_submission.csv")
     assert submission.columns.tolist() == sample.columns.tolist()
@@ -283,7 +284,7 @@ def test_a_listed_soundscape_without_audio_keeps_its_rows_and_is_a_problem(
     assert sample["row_id"].str.startswith(missing + "_").sum() == 12
     submission, problems = soundscape_submission(
         soundscapes[1:],
-        load_ensemble([exported[0]]),
+        Blend(load_ensemble([exported[0]])),
         taxonomy_classes(tiny_demo),
         SETTINGS,
         tiny_demo / "sample_submission.csv",
@@ -300,7 +301,7 @@ def test_a_listed_soundscape_without_audio_keeps_its_rows_and_is_a_problem(
 
 def test_empty_soundscape_folder_gives_a_header_only_submission(tiny_demo, exported):
     submission, problems = soundscape_submission(
-        [], load_ensemble([exported[0]]), taxonomy_classes(tiny_demo), SETTINGS
+        [], Blend(load_ensemble([exported[0]])), taxonomy_classes(tiny_demo), SETTINGS
     )
     assert submission.empty and submission.columns.tolist() == [
         "row_id",
@@ -311,10 +312,11 @@ def test_empty_soundscape_folder_gives_a_header_only_submission(tiny_demo, expor
 
 def test_a_model_of_another_taxonomy_is_refused(tiny_demo, exported):
     classes = taxonomy_classes(tiny_demo)
+    blend = Blend(load_ensemble([exported[0]]))
     with pytest.raises(PredictionError, match=r"missing \['newbird'\]"):
-        soundscape_submission([], load_ensemble([exported[0]]), [*classes, "newbird"], SETTINGS)
+        soundscape_submission([], blend, [*classes, "newbird"], SETTINGS)
     with pytest.raises(PredictionError, match="same classes in another order"):
-        soundscape_submission([], load_ensemble([exported[0]]), classes[::-1], SETTINGS)
+        soundscape_submission([], blend, classes[::-1], SETTINGS)
 
 
 def test_soundscape_score_is_the_competition_metric(tiny_demo):
@@ -506,7 +508,7 @@ def test_ablation_scores_every_round_and_setting_as_the_submission_would(tiny_de
             "scale_by_top_windows": entry["scale_by_top_windows"],
         }
         submission, _ = soundscape_submission(
-            soundscapes, load_ensemble(rounds[entry["round"]]), classes, variant, sample
+            soundscapes, Blend(load_ensemble(rounds[entry["round"]])), classes, variant, sample
         )
         assert entry["macro_auc"] == pytest.approx(
             score_soundscapes(submission, truth)["macro_auc"], abs=1e-9

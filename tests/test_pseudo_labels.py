@@ -318,3 +318,85 @@ def test_mixed_crops_carry_the_union_of_both_labels(
     for row in soft_parts:  # each added label is one window's label of that class
         added = np.flatnonzero(row)
         assert any(np.allclose(window[added], row[added]) for window in window_labels)
+
+
+# --------------------------------------------------------------------------------------------
+# the blended teacher
+
+
+@pytest.fixture(scope="module")
+def teacher_parts(tmp_path_factory, tiny_demo, soundscape_data):
+    """Fold heads on a tiny BirdNET-shaped model, the rows of the train soundscapes, and blend
+    weights per fold: fold 0 listens to its head alone, fold 2 to its CNN alone."""
+    from support import build_tflite, make_head
+
+    from dawnchorus.pretrained.embeddings import (
+        EmbeddingSettings,
+        RowWindows,
+        soundscape_embedding_stage,
+    )
+
+    root = tmp_path_factory.mktemp("teacher")
+    model = root / "tiny_birdnet.tflite"
+    build_tflite(model)
+    classes = taxonomy_classes(tiny_demo)
+    heads = [make_head(root / f"head_{k}.npz", classes, model, k, seed=k) for k in (0, 2)]
+    rows = root / "rows.h5"
+    settings = EmbeddingSettings.from_config(load_config(overrides={"data_dir": "x"}))
+    summary = soundscape_embedding_stage(
+        soundscape_data,
+        list_soundscapes(soundscape_data),
+        model,
+        settings,
+        RowWindows(5.0, (0.0, 1.0, 2.0)),
+        rows,
+    )
+    assert summary.stored == 2 and [name for name, _ in summary.quarantined] == ["broken.ogg"]
+    weights = root / "weights.json"
+    weights.write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "members": ["cnn", "head"],
+                "space": "logit",
+                "weights": {"cnn": 0.5, "head": 0.5},
+                "fold_weights": {"0": {"cnn": 0.0, "head": 1.0}, "2": {"cnn": 1.0, "head": 0.0}},
+                "classes": classes,
+            }
+        )
+    )
+    return {"heads": heads, "rows": rows, "weights": weights}
+
+
+def test_a_blended_teacher_labels_each_fold_with_its_own_blend(
+    tmp_path, fold_models, soundscape_shard, pseudo_file, teacher_parts
+):
+    from dawnchorus.inference.pseudo_labelling import BlendedTeacher
+    from dawnchorus.pretrained.embeddings import RowWindows, read_row_embeddings
+    from dawnchorus.pretrained.head import HeadEnsemble
+
+    parts = teacher_parts
+    teacher = BlendedTeacher.load(parts["heads"], [0, 2], parts["weights"], parts["rows"], 5.0)
+    out = tmp_path / "blended.h5"
+    write_pseudo_labels(fold_models, [0, 2], soundscape_shard, out, teacher=teacher)
+    with h5py.File(out, "r") as blended, h5py.File(pseudo_file, "r") as alone:
+        names = list(blended["filename"].asstr()[:])
+        clip = blended["clip"][:]
+        probabilities, cnn = blended["probabilities"][:], alone["probabilities"][:]
+    # fold 2 weighs its CNN alone: its labels are the CNN's
+    np.testing.assert_allclose(probabilities[1], cnn[1], atol=1e-5)
+    # fold 0 weighs its head alone: each window is its head's row, from BirdNET's windows
+    rows = read_row_embeddings(parts["rows"], RowWindows(5.0, (0.0, 1.0, 2.0)))
+    head = HeadEnsemble.load(parts["heads"][:1])
+    for position, name in enumerate(names):
+        expected = head.row_probabilities(rows[name])
+        mine = clip == position
+        assert len(rows[name]) == mine.sum() == 12
+        np.testing.assert_allclose(probabilities[0][mine], expected, atol=1e-5)
+    # a row layout other than the heads' is refused by name
+    from dawnchorus.pretrained.embeddings import EmbeddingShardError
+
+    with pytest.raises(EmbeddingShardError, match=r"rerun the soundscape_embeddings rule"):
+        BlendedTeacher.load(parts["heads"], [0, 2], parts["weights"], parts["rows"], 10.0)
+    with pytest.raises(PseudoLabelError, match=r"without weights for folds \[1\]"):
+        BlendedTeacher.load(parts["heads"], [0, 1], parts["weights"], parts["rows"], 5.0)

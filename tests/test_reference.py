@@ -9,13 +9,20 @@ import json
 import logging
 import os
 import re
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from support import REPO_ROOT, run_snakemake, tone, truncated_ogg, write_audio
+from support import (
+    HIDDEN_WIDTH,
+    REPO_ROOT,
+    build_tflite,
+    run_snakemake,
+    tone,
+    truncated_ogg,
+    write_audio,
+)
 
 from dawnchorus.config import load_config
 from dawnchorus.data.folds import load_labelled_clips
@@ -38,31 +45,12 @@ from dawnchorus.pretrained.embeddings import (
     pool_windows,
     read_pooled_embeddings,
 )
+from dawnchorus.pretrained.head import Head
 from dawnchorus.pretrained.reference import run_reference
 from dawnchorus.reporting.aggregate import aggregate_folds
 from dawnchorus.signal.audio import load_audio
 
 DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
-HIDDEN_WIDTH = 16
-
-
-def build_tflite(out: Path, input_samples: int = WINDOW_SAMPLES):
-    """A tiny BirdNET-shaped model: audio in, a hidden Dense (the embedding), a final Dense.
-
-    Returns the Keras model that outputs the hidden layer, to check what the wrapper reads.
-    """
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(0)
-    audio = keras.Input(shape=(input_samples,))
-    frames = keras.layers.Reshape((input_samples // 144, 144))(audio)
-    frames = keras.layers.Dense(8, activation="relu")(frames)
-    pooled = keras.layers.GlobalAveragePooling1D()(frames)
-    hidden = keras.layers.Dense(HIDDEN_WIDTH, activation="relu")(pooled)
-    classes = keras.layers.Dense(5)(hidden)
-    out.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(audio, classes)).convert())
-    return keras.Model(audio, hidden)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +124,15 @@ def test_real_birdnet_gives_1024_d_embeddings_that_feed_its_classifier():
     np.testing.assert_allclose(
         embedding @ weights.T + bias, plain.get_tensor(logits["index"]), rtol=1e-3, atol=1e-3
     )
+
+    # the same vectors as reading the intermediate tensor with every activation kept (how the
+    # embedding was read before the model was rewritten to output it)
+    kept = Interpreter(model_path=str(bundled_model_path()), experimental_preserve_all_tensors=True)
+    kept.resize_tensor_input(given["index"], list(windows.shape))
+    kept.allocate_tensors()
+    kept.set_tensor(given["index"], windows)
+    kept.invoke()
+    np.testing.assert_array_equal(embedding, kept.get_tensor(int(classifier["inputs"][0])))
 
 
 def test_plan_runs_skips_or_refuses(tiny_model, tmp_path):
@@ -312,11 +309,13 @@ def key_structure(value):
     return None
 
 
-def test_reference_head_beats_chance_with_the_baseline_schema(tiny_prepared, separable_shards):
+def test_reference_head_beats_chance_with_the_baseline_schema(
+    tiny_prepared, separable_shards, tmp_path
+):
     shards, left_out = separable_shards
     prepared = (tiny_prepared.manifest, tiny_prepared.classes, tiny_prepared.folds)
     folds = list(range(5))
-    metrics, oof = run_reference(
+    metrics, oof, heads = run_reference(
         *prepared, shards, folds_to_run=folds, seed=42, pooling="mean_max", C=1.0
     )
     assert metrics["cv_results"]["mean_val_auc"] > 0.9
@@ -331,6 +330,22 @@ def test_reference_head_beats_chance_with_the_baseline_schema(tiny_prepared, sep
     assert key_structure(metrics) == key_structure(baseline)
     assert oof.columns.tolist() == baseline_oof.columns.tolist()
 
+    # each fold's head, saved as arrays and loaded without scikit-learn, predicts its fold's
+    # recordings as the fitted pipeline did
+    assert sorted(heads) == folds
+    classes = oof.columns[2:].tolist()
+    for fold, head in heads.items():
+        path = tmp_path / f"fold_{fold}" / "head.npz"
+        head.save(path)
+        loaded = Head.load(path)
+        assert loaded.classes == classes and loaded.metadata["fold"] == fold
+        assert loaded.metadata["embedding_sha256"] == "a" * 64
+        rows = oof[oof["fold"] == fold]
+        pooled = read_pooled_embeddings(shards, rows["filename"].tolist(), "mean_max")
+        np.testing.assert_allclose(
+            loaded.probabilities(pooled.features), rows[classes].to_numpy(), atol=1e-5
+        )
+
 
 def test_reference_is_scored_on_the_recordings_stored_as_spectrograms(
     tiny_prepared, separable_shards, tmp_path, caplog
@@ -344,7 +359,7 @@ def test_reference_is_scored_on_the_recordings_stored_as_spectrograms(
     index.to_csv(tmp_path / "index.csv", index=False)
     prepared = (tiny_prepared.manifest, tiny_prepared.classes, tiny_prepared.folds)
     with caplog.at_level(logging.WARNING):
-        _, oof = run_reference(
+        _, oof, _ = run_reference(
             *prepared,
             shards,
             folds_to_run=range(5),
@@ -454,8 +469,10 @@ def test_workflow_skips_the_reference_without_a_model_and_says_why(tmp_path, tin
     assert "the BirdNET reference (rules embeddings, reference) is skipped" in output
     assert "pip install '.[birdnet]'" in output
     assert output.count("is skipped:") == 1, "one message"
+    assert output.count("the blend is the CNN alone") == 1
     counts = job_counts(result.stdout)
     assert "embeddings" not in counts and "reference" not in counts and counts["aggregate"] == 1
+    assert "ensemble" not in counts and "soundscape_embeddings" not in counts
 
     missing = f"reference={{model_path: {tmp_path / 'absent.tflite'}}}"
     result = plan(tmp_path, tiny_demo, missing)
@@ -474,6 +491,37 @@ def test_workflow_refuses_an_enabled_reference_without_a_model(tmp_path, tiny_de
     assert result.returncode != 0
     assert "reference.enabled is true but reference.model_path" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.workflow
+def test_workflow_refuses_a_blend_member_that_does_not_run(tmp_path, tiny_demo):
+    result = plan(
+        tmp_path,
+        tiny_demo,
+        "reference={enabled: false}",
+        "ensemble={members: [cnn, head]}",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "ensemble.members names ['head'], which does not run here" in (
+        result.stdout + result.stderr
+    )
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.workflow
+def test_workflow_plans_the_blend_and_its_teacher(tmp_path, tiny_demo, tiny_model):
+    path, _ = tiny_model
+    model = f"reference={{enabled: true, model_path: {path}}}"
+    counts = job_counts(plan(tmp_path, tiny_demo, model).stdout)
+    # debug: one self-training round on two soundscape shards; the blend teaches by default
+    assert counts["ensemble"] == 1 and counts["teacher_weights"] == 1
+    assert counts["soundscape_embeddings"] == 2 and counts["pseudo_labels"] == 2
+    counts = job_counts(plan(tmp_path, tiny_demo, model, "semi_supervised={teacher: cnn}").stdout)
+    assert counts["ensemble"] == 1 and "teacher_weights" not in counts
+    assert "soundscape_embeddings" not in counts
+    counts = job_counts(plan(tmp_path, tiny_demo, model, "ensemble={members: [cnn]}").stdout)
+    assert "ensemble" not in counts and "teacher_weights" not in counts
 
 
 @pytest.mark.workflow

@@ -99,9 +99,13 @@ def test_summary_tabulates_the_soundscape_ablation_with_the_submissions_cell_in_
         {"macro_auc": 0.891, "windows": 144, "scored_classes": 11},
         _ablation(),
     )
-    table = summary[summary.index("by self-training round") :]
+    table = summary[summary.index("by model and post-processing") :]
     rows = table.split("   * - ")[1:]
-    assert [row.split("\n")[0] for row in rows] == ["model", *["round 0"] * 2, *["round 1"] * 2]
+    assert [row.split("\n")[0] for row in rows] == [
+        "model",
+        *["CNN round 0"] * 2,
+        *["CNN round 1"] * 2,
+    ]
     assert [cell.strip() for cell in rows[0].split("     - ")[1:]] == [
         "hops per window",
         "none",
@@ -116,6 +120,31 @@ def test_summary_tabulates_the_soundscape_ablation_with_the_submissions_cell_in_
     ]
     assert table.count("**") == 2  # one cell only
     assert "0.880" in rows[2] and "85" in rows[2]
+
+
+def test_the_ablation_shows_the_head_and_the_blend_with_the_blend_in_bold():
+    ablation = _ablation()
+    for entry in ablation["results"]:
+        entry["member"] = "cnn"
+    for member, auc in (("head", 0.80), ("blend", 0.905)):
+        ablation["results"].append(
+            {
+                **ablation["results"][5],
+                "member": member,
+                "macro_auc": auc,
+                "audio_s_per_s": 60.0,
+            }
+        )
+    ablation["configured"]["member"] = "blend"
+    summary = results_summary(_cv_results(0.85, 0.70), None, ablation)
+    table = summary[summary.index("by model and post-processing") :]
+    rows = table.split("   * - ")[1:]
+    assert [row.split("\n")[0] for row in rows[-2:]] == [
+        "BirdNET head",
+        "blend (CNN round 1 + head)",
+    ]
+    assert "**0.905**" in rows[-1] and table.count("**") == 2
+    assert "0.891" in rows[3] and "**0.891**" not in rows[3]
 
 
 def test_summary_is_valid_restructured_text():
@@ -169,3 +198,43 @@ def test_summary_shows_each_self_training_round_beside_the_last():
     summary = results_summary(restart)
     assert "round 1 (a warm restart: no pseudo-labelled windows)" in summary
     assert "self-training round" not in summary
+
+
+def test_summary_shows_the_blend_and_what_it_adds_over_its_best_member():
+    results = _cv_results(0.86, 0.70, 0.90)
+    results["ensemble"] = {
+        **_block(0.915, {0: 0.92, 1: 0.91}, "blend of cnn and head"),
+        "weights": {"cnn": 0.4, "head": 0.6},
+        "members_cv": {
+            "cnn": {"mean_val_auc": 0.86, "oof_val_auc": 0.85},
+            "head": {"mean_val_auc": 0.90, "oof_val_auc": 0.89},
+        },
+    }
+    summary = results_summary(results)
+    assert "blend (nested CV): blend of cnn and head" in summary
+    assert "0.915 ± 0.010" in summary
+    assert "weights cnn 0.4, head 0.6" in summary
+    assert "+0.015 over its best member alone (head, 0.900" in summary
+
+
+def test_per_class_legend_covers_neither_the_bars_nor_the_axis_label():
+    import numpy as np
+    import pandas as pd
+
+    from dawnchorus.reporting.plots import PER_CLASS_BARS, _pyplot, per_class_auc_figure
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"class": [f"bird{i}" for i in range(12)]})
+    for column, _, _ in PER_CLASS_BARS:
+        table[column] = rng.uniform(0.4, 1.0, len(table))
+    plt = _pyplot()
+    figure = per_class_auc_figure(plt, table)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == [bar[1] for bar in PER_CLASS_BARS]
+    box = legend.get_window_extent(renderer)
+    (axis,) = figure.axes
+    assert not box.overlaps(axis.get_window_extent(renderer))
+    assert not box.overlaps(axis.xaxis.label.get_window_extent(renderer))
+    plt.close(figure)

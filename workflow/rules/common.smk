@@ -158,12 +158,15 @@ def soundscape_shard_files():
     )
 
 
+def soundscape_names(shard):
+    """The train_soundscapes a soundscape shard holds (relative to train_soundscapes/)."""
+    return soundscapes_of_shard(TRAIN_SOUNDSCAPES, int(shard), SELF_TRAINING["shards"])
+
+
 def soundscapes_of(wildcards):
-    """The train_soundscapes a soundscape shard holds."""
-    names = soundscapes_of_shard(
-        TRAIN_SOUNDSCAPES, int(wildcards.shard), SELF_TRAINING["shards"]
-    )
-    return [data_path("train_soundscapes", name) for name in names]
+    return [
+        data_path("train_soundscapes", name) for name in soundscape_names(wildcards.shard)
+    ]
 
 
 def pseudo_label_files(round_index):
@@ -295,10 +298,11 @@ def test_soundscapes():
 
 
 def soundscape_inputs(wildcards):
-    """What predicting the test soundscapes needs besides the models."""
+    """What predicting the test soundscapes needs besides the CNN's models."""
     inputs = {
         "classes": rules.manifest.output.classes,
         "soundscapes": test_soundscapes(),
+        **blend_inputs(),
     }
     if SAMPLE_SUBMISSION.is_file():
         inputs["sample_submission"] = str(SAMPLE_SUBMISSION)
@@ -337,9 +341,127 @@ def embedding_settings():
     return settings
 
 
+def reference_heads():
+    return [
+        results_path("reference", f"fold_{fold}", "head.npz")
+        for fold in config["folds"]["train"]
+    ]
+
+
 def reference_metrics():
     """The reference's metrics for the aggregate rule: none when the reference is skipped."""
     return results_path("reference", "metrics.json") if REFERENCE_PLAN.enabled else []
+
+
+ENSEMBLE = dict(config["ensemble"])
+AVAILABLE_MEMBERS = ["cnn", *(["head"] if REFERENCE_PLAN.enabled else [])]
+if ENSEMBLE["members"] is None:
+    ENSEMBLE["members"] = AVAILABLE_MEMBERS
+    if not REFERENCE_PLAN.enabled and REFERENCE["enabled"] is not False:
+        logger.warning(
+            "the blend is the CNN alone: its other member, the BirdNET head, needs the "
+            "reference (see the message above)"
+        )
+elif missing := sorted(set(ENSEMBLE["members"]) - set(AVAILABLE_MEMBERS)):
+    raise WorkflowError(
+        f"ensemble.members names {missing}, which does not run here: the head needs the BirdNET "
+        "reference (reference.enabled and its model; see the message above), or leave it out "
+        "of ensemble.members"
+    )
+BLEND = len(ENSEMBLE["members"]) > 1
+# The self-training rounds' teacher: each fold's CNN, or its blend with that fold's head
+BLENDED_TEACHER = (
+    SELF_TRAINING["teacher"] == "ensemble" and BLEND and bool(TRAIN_SOUNDSCAPES)
+)
+if SELF_TRAINING["teacher"] == "ensemble" and not BLEND and ROUNDS:
+    logger.warning(
+        "semi_supervised.teacher is ensemble, but there is no blend (ensemble.members "
+        f"{ENSEMBLE['members']}): each fold's CNN labels the soundscapes alone"
+    )
+
+
+def member_descriptions(round_index=ROUNDS):
+    return {
+        "cnn": f"the CNN's fold ensemble, round {round_index}",
+        "head": "the BirdNET head",
+    }
+
+
+MEMBER_DESCRIPTIONS = member_descriptions()
+
+
+def member_oof_files(member, round_index=ROUNDS):
+    if member == "cnn":
+        return round_fold_files(round_index, "oof.csv")
+    return [results_path("reference", "oof.csv")]
+
+
+def ensemble_inputs(wildcards, round_index=ROUNDS):
+    return {
+        **{
+            member: member_oof_files(member, round_index)
+            for member in ENSEMBLE["members"]
+        },
+        "manifest": rules.manifest.output.manifest,
+        "classes": rules.manifest.output.classes,
+        "folds": rules.folds.output[0],
+    }
+
+
+def teacher_weight_inputs(wildcards):
+    """The blend of round r's CNN and the head, fitted out of fold: round r+1's teacher."""
+    return ensemble_inputs(wildcards, int(wildcards.round))
+
+
+def teacher_inputs(wildcards):
+    """A blended teacher's heads, weights and soundscape rows; none for the CNN alone."""
+    if not BLENDED_TEACHER:
+        return {}
+    return {
+        "heads": reference_heads(),
+        "teacher_weights": results_path(
+            "rounds", wildcards.round, "teacher", "weights.json"
+        ),
+        "soundscape_embeddings": results_path(
+            "soundscape_embeddings", f"shard_{wildcards.shard}.h5"
+        ),
+    }
+
+
+def predicted_heads():
+    """The heads of the folds whose CNN models predict."""
+    folds = PREDICT["folds"] or config["folds"]["train"]
+    return [results_path("reference", f"fold_{fold}", "head.npz") for fold in folds]
+
+
+def blend_inputs():
+    """The blend's other member and its weights, for whatever predicts: none without a blend."""
+    if not BLEND:
+        return {}
+    return {
+        "heads": predicted_heads(),
+        "embedding_model": str(REFERENCE_PLAN.model),
+        "blend_weights": results_path("ensemble", "weights.json"),
+    }
+
+
+def export_blend_inputs(wildcards):
+    """The export's check of the blend: the heads, weights and the recordings' embeddings."""
+    if not BLEND:
+        return {}
+    return {
+        "heads": predicted_heads(),
+        "blend_weights": results_path("ensemble", "weights.json"),
+        "embedding_shards": embedding_files(),
+    }
+
+
+def export_blend_output():
+    return results_path("export", "blend.npz") if BLEND else []
+
+
+def ensemble_metrics():
+    return results_path("ensemble", "metrics.json") if BLEND else []
 
 
 def summary_inputs(wildcards):

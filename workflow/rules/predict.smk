@@ -5,12 +5,15 @@
 
 rule export:
     input:
+        unpack(export_blend_inputs),
         models=predicted_fold_models(),
         manifest=rules.manifest.output.manifest,
         shards=shard_files(),
     output:
         model=results_path("export", "model.tflite"),
         card=results_path("export", "model.json"),
+        # with a blend: its heads, weights and BirdNET's checksum (`dawnchorus predict` reads it)
+        blend=export_blend_output(),
     log:
         log_path("export.log"),
     benchmark:

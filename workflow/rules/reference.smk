@@ -20,8 +20,8 @@ if REFERENCE_PLAN.enabled:
         # a second interpreter thread was no faster here; shards run side by side instead
         threads: 1
         resources:
-            # every intermediate tensor is kept to read the embedding: ~250 MB per window
-            mem_mb=1000 + 250 * REFERENCE["batch_size"],
+            # the model (50 MB) and its activations: ~15 MB per window of a batch
+            mem_mb=1000 + 20 * REFERENCE["batch_size"],
             runtime=240,
         params:
             data_dir=config["data_dir"],
@@ -40,6 +40,8 @@ if REFERENCE_PLAN.enabled:
         output:
             metrics=results_path("reference", "metrics.json"),
             oof=results_path("reference", "oof.csv"),
+            # each fold's head, the window model of the blend
+            heads=reference_heads(),
         log:
             log_path("reference.log"),
         benchmark:
@@ -57,5 +59,6 @@ if REFERENCE_PLAN.enabled:
             seed=config["seed"],
             pooling=REFERENCE["pooling"],
             C=REFERENCE["C"],
+            row_window_offsets_s=REFERENCE["row_window_offsets_s"],
         script:
             "../scripts/reference.py"

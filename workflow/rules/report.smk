@@ -37,6 +37,7 @@ rule aggregate:
         classes=rules.manifest.output.classes,
         baseline=rules.baseline.output.metrics,
         reference=reference_metrics(),
+        ensemble=ensemble_metrics(),
         earlier_rounds=[
             path
             for files in round_cv_files()

@@ -26,8 +26,63 @@ rule soundscape_spectrograms:
         "../scripts/soundscape_spectrograms.py"
 
 
+if BLENDED_TEACHER:
+
+    rule soundscape_embeddings:
+        input:
+            soundscapes_of,
+            model=str(REFERENCE_PLAN.model),
+        output:
+            results_path("soundscape_embeddings", "shard_{shard}.h5"),
+        log:
+            log_path("soundscape_embeddings", "shard_{shard}.log"),
+        benchmark:
+            benchmark_path("soundscape_embeddings", "shard_{shard}.tsv")
+        priority: TRAINING_PATH_PRIORITY
+        conda:
+            "../../envs/birdnet.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000 + 20 * REFERENCE["batch_size"],
+            runtime=240,
+        params:
+            data_dir=config["data_dir"],
+            filenames=lambda wildcards: soundscape_names(wildcards.shard),
+            settings=embedding_settings(),
+            row_s=config["audio"]["window_s"],
+            row_window_offsets_s=REFERENCE["row_window_offsets_s"],
+        script:
+            "../scripts/soundscape_embeddings.py"
+
+    rule teacher_weights:
+        input:
+            unpack(teacher_weight_inputs),
+        output:
+            weights=results_path("rounds", "{round}", "teacher", "weights.json"),
+            oof=results_path("rounds", "{round}", "teacher", "oof.csv"),
+            metrics=results_path("rounds", "{round}", "teacher", "metrics.json"),
+        log:
+            log_path("rounds", "{round}", "teacher_weights.log"),
+        benchmark:
+            benchmark_path("rounds", "{round}", "teacher_weights.tsv")
+        priority: TRAINING_PATH_PRIORITY
+        conda:
+            "../../envs/train.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        params:
+            folds=config["folds"]["train"],
+            settings=ENSEMBLE,
+            descriptions=lambda wildcards: member_descriptions(wildcards.round),
+        script:
+            "../scripts/ensemble.py"
+
+
 rule pseudo_labels:
     input:
+        unpack(teacher_inputs),
         models=lambda wildcards: round_fold_files(wildcards.round, "model.keras"),
         soundscapes=results_path("soundscapes", "shard_{shard}.h5"),
     output:
@@ -45,6 +100,7 @@ rule pseudo_labels:
         runtime=240,
     params:
         folds=config["folds"]["train"],
+        row_s=config["audio"]["window_s"],
     script:
         "../scripts/pseudo_labels.py"
 

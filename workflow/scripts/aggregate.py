@@ -7,6 +7,7 @@ from dawnchorus.reporting.aggregate import aggregate_folds, write_aggregate
 with log_to_file(snakemake.log[0]):
     # the BirdNET reference is an input only when it runs (config reference.enabled)
     reference = snakemake.input.get("reference")
+    ensemble = snakemake.input.get("ensemble")  # and the blend only when it has two members
     cv_results, per_class = aggregate_folds(
         snakemake.input.metrics,
         snakemake.input.oof,
@@ -17,5 +18,6 @@ with log_to_file(snakemake.log[0]):
         reference=read_json(reference) if reference else None,
         rounds=snakemake.params.rounds,
         earlier_rounds=snakemake.params.earlier_rounds,
+        ensemble=read_json(ensemble) if ensemble else None,
     )
     write_aggregate(cv_results, per_class, snakemake.output.cv_results, snakemake.output.per_class)

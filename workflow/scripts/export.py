@@ -11,4 +11,8 @@ with log_to_file(snakemake.log[0]):
         snakemake.params.config,
         snakemake.output.model,
         threads=snakemake.threads,
+        # the blend's heads and weights, when there is a blend
+        heads=snakemake.input.get("heads", []),
+        weights_json=snakemake.input.get("blend_weights"),
+        embedding_shards=snakemake.input.get("embedding_shards", []),
     )

@@ -14,4 +14,8 @@ with log_to_file(snakemake.log[0]):
         snakemake.output.problems,
         sample_submission=snakemake.input.get("sample_submission"),
         threads=snakemake.threads,
+        # the blend's head member, when there is a blend
+        heads=snakemake.input.get("heads", []),
+        embedding_model=snakemake.input.get("embedding_model"),
+        weights_json=snakemake.input.get("blend_weights"),
     )

@@ -5,7 +5,7 @@ from dawnchorus.logs import log_to_file
 from dawnchorus.pretrained.reference import run_reference
 
 with log_to_file(snakemake.log[0]):
-    metrics, oof = run_reference(
+    metrics, oof, heads = run_reference(
         snakemake.input.manifest,
         snakemake.input.classes,
         snakemake.input.folds,
@@ -16,6 +16,9 @@ with log_to_file(snakemake.log[0]):
         C=snakemake.params.C,
         threads=snakemake.threads,
         spectrogram_index=snakemake.input.spectrogram_index,
+        row_window_offsets_s=snakemake.params.row_window_offsets_s,
     )
+    for head, path in zip(heads.values(), snakemake.output.heads, strict=True):
+        head.save(path)
     write_json(snakemake.output.metrics, metrics, sort_keys=False)
     write_table(oof, snakemake.output.oof)

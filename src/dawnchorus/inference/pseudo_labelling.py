@@ -4,7 +4,8 @@ shard (`data.pseudo_labels` holds the file format and how a round reads it).
 Self-training on unlabelled soundscapes (the `semi_supervised` config section):
 1. rule soundscape_spectrograms: their log-mel, in shards of the spectrogram contract;
 2. rule pseudo_labels (per round and soundscape shard): this job, raw probabilities, one array
-   per fold;
+   per fold: fold k's CNN (`semi_supervised.teacher: cnn`) or its blend with fold k's BirdNET
+   head (`ensemble`; the heads read rows of rule soundscape_embeddings);
 3. the next round's fold k trains on its labelled crops, a share of them mixed (as sounds add, in
    power) with a soundscape window whose targets are fold k's own pseudo-labels, trimmed and
    sharpened (`soft_labels`), the union of both as the mixture's targets (`dataset`).
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from dawnchorus.artifacts import read_json
 from dawnchorus.data.pseudo_labels import (
     PseudoLabelError,
     soundscape_window_starts,
@@ -25,6 +28,9 @@ from dawnchorus.data.pseudo_labels import (
 )
 from dawnchorus.data.shards import open_shard
 from dawnchorus.inference.engines import join_windows, load_fold_ensembles
+from dawnchorus.learning.blend import blend_probabilities
+from dawnchorus.pretrained.embeddings import read_row_embeddings
+from dawnchorus.pretrained.head import HeadEnsemble
 from dawnchorus.signal.features import cut_window
 
 log = logging.getLogger(__name__)
@@ -34,22 +40,78 @@ log = logging.getLogger(__name__)
 _CLIPS_PER_CALL = 8
 
 
+@dataclass
+class BlendedTeacher:
+    """Fold k's teacher as a blend: fold k's CNN and fold k's head, with the weights fitted
+    without fold k (the `fold_weights` of the round's blend), so that still nothing that saw
+    fold k's validation recordings labels its training windows."""
+
+    heads: dict[int, HeadEnsemble]  # by fold: that fold's head alone
+    fold_weights: dict[int, dict[str, float]]
+    space: str
+    row_embeddings: dict[str, np.ndarray]  # soundscape -> (rows, windows per row, dim)
+
+    @classmethod
+    def load(
+        cls,
+        head_paths: Sequence[str | Path],
+        folds: Sequence[int],
+        weights_json: str | Path,
+        soundscape_embeddings: str | Path,
+        row_s: float,
+    ) -> BlendedTeacher:
+        heads = HeadEnsemble.load(head_paths)
+        weights = read_json(weights_json)
+        missing = [fold for fold in folds if str(fold) not in weights["fold_weights"]]
+        if missing or sorted(weights["members"]) != ["cnn", "head"]:
+            raise PseudoLabelError(
+                f"{weights_json}: blend of {weights['members']} without weights for folds "
+                f"{missing}; a blended teacher needs the cnn and head weights of every fold"
+            )
+        return cls(
+            heads={
+                fold: HeadEnsemble([head]) for fold, head in zip(folds, heads.heads, strict=True)
+            },
+            fold_weights={fold: weights["fold_weights"][str(fold)] for fold in folds},
+            space=weights["space"],
+            row_embeddings=read_row_embeddings(soundscape_embeddings, heads.row_windows(row_s)),
+        )
+
+    def blend(
+        self, fold: int, cnn_rows: np.ndarray, filenames: Sequence[str], clips, rows
+    ) -> np.ndarray:
+        """Fold `fold`'s blended probabilities of the windows (clip, row of the clip), the
+        CNN's alone where BirdNET has no row (a soundscape it could not read)."""
+        head = self.heads[fold]
+        head_rows = np.full(cnn_rows.shape, np.nan, dtype=np.float32)
+        for clip in np.unique(clips):
+            embeddings = self.row_embeddings.get(filenames[clip])
+            if embeddings is None:
+                continue
+            scores = head.row_probabilities(embeddings)
+            for window in np.flatnonzero((clips == clip) & (rows < len(scores))):
+                head_rows[window] = scores[rows[window]]
+        members = {"cnn": cnn_rows, "head": head_rows}
+        return blend_probabilities(members, self.fold_weights[fold], self.space)
+
+
 def write_pseudo_labels(
     model_paths: Sequence[str | Path],
     folds: Sequence[int],
     soundscape_shard: str | Path,
     out_path: str | Path,
     threads: int = 1,
+    teacher: BlendedTeacher | None = None,
 ) -> int:
     """Every fold model's probabilities for every window of one soundscape shard (the windows
-    of `soundscape_window_starts`), into a pseudo-label file at `out_path`. Returns the number
-    of windows."""
+    of `soundscape_window_starts`), into a pseudo-label file at `out_path`; with `teacher`,
+    each fold's blend of its CNN and its head instead. Returns the number of windows."""
     if len(folds) != len(model_paths):
         raise PseudoLabelError(f"{len(model_paths)} model(s) given for folds {list(folds)}")
     ensembles = load_fold_ensembles(model_paths, threads)
     params, classes = ensembles[0].params, ensembles[0].classes
     segments = ensembles[0].segments
-    clips, starts = [], []
+    clips, starts, rows_of_clip = [], [], []
     rows_of_fold: list[list[np.ndarray]] = [[] for _ in ensembles]
     with open_shard(soundscape_shard, params) as shard:
         filenames = list(shard.filenames)
@@ -63,6 +125,7 @@ def write_pseudo_labels(
                 n_windows.append(len(clip_starts))
                 clips += [clip] * len(clip_starts)
                 starts += clip_starts.tolist()
+                rows_of_clip += range(len(clip_starts))  # window i is the clip's row i
             for fold_rows, ensemble in zip(rows_of_fold, ensembles, strict=True):
                 rows = ensemble.run_batch(np.concatenate(chunks))  # (chunks, segments, classes)
                 used = 0
@@ -74,13 +137,22 @@ def write_pseudo_labels(
     for index, fold_rows in enumerate(rows_of_fold):
         if fold_rows:
             probabilities[index] = np.concatenate(fold_rows)
+            if teacher is not None:
+                probabilities[index] = teacher.blend(
+                    folds[index],
+                    probabilities[index],
+                    filenames,
+                    np.asarray(clips),
+                    np.asarray(rows_of_clip),
+                )
     write_pseudo_label_file(
         out_path, filenames, clips, starts, probabilities, folds, classes, params.window_frames
     )
     log.info(
-        "%d window(s) of %d soundscape(s) labelled by %d fold model(s)",
+        "%d window(s) of %d soundscape(s) labelled by %d fold %s",
         len(starts),
         len(filenames),
         len(ensembles),
+        "model(s)" if teacher is None else "blend(s) of the CNN and the BirdNET head",
     )
     return len(starts)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -84,12 +84,14 @@ def window_end_seconds(n_windows: int, window_s: float) -> list[int | float]:
 @dataclass
 class FilePrediction:
     """The windows of one recording: where each ends, their probabilities, and a decoding
-    problem if there was one (then `probabilities` holds the windows before it)."""
+    problem if there was one (then `probabilities` holds the windows before it); `notes`: what
+    else a reader of the predictions should know (a blend member that could not read it)."""
 
     path: Path
     end_s: list[int | float]
     probabilities: np.ndarray
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 _END = object()

@@ -17,9 +17,10 @@ from tqdm import tqdm
 
 from dawnchorus.artifacts import write_table
 from dawnchorus.data.manifest import read_classes
-from dawnchorus.inference.engines import Ensemble, PredictionError, load_ensemble
+from dawnchorus.inference.engines import PredictionError
+from dawnchorus.inference.members import Blend, load_blend, predict_blended
 from dawnchorus.inference.postprocess import postprocess
-from dawnchorus.inference.recordings import FilePrediction, predict_recordings, window_end_seconds
+from dawnchorus.inference.recordings import FilePrediction, window_end_seconds
 
 log = logging.getLogger(__name__)
 
@@ -73,26 +74,27 @@ def expected_submission_rows(
 
 def soundscape_submission(
     soundscapes: Sequence[str | Path],
-    ensemble: Ensemble,
+    blend: Blend,
     classes: Sequence[str],
     settings: Mapping,
     sample_submission: str | Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(submission, problems): one row per window of every soundscape, `classes` columns.
-    `settings`: the predict config's SUBMISSION_SETTINGS. See `assemble_submission`."""
-    check_classes(ensemble.classes, classes, "the taxonomy")
+    """(submission, problems): one row per window of every soundscape, `classes` columns, from
+    the CNN alone or the blend. `settings`: the predict config's SUBMISSION_SETTINGS. See
+    `assemble_submission`."""
+    check_classes(blend.classes, classes, "the taxonomy")
     expected_rows = expected_submission_rows(sample_submission, classes)
     ordered = sorted(map(Path, soundscapes), key=lambda path: path.stem)
-    predictions = predict_recordings(
+    predictions = predict_blended(
         ordered,
-        ensemble,
+        blend,
         settings["batch_size"],
         settings["min_last_window_s"],
         hops_per_window=settings["hops_per_window"],
     )
     # in a job's log (not a terminal) a progress line every 10 s, not one per file
     progress = tqdm(predictions, total=len(ordered), unit="file", mininterval=10)
-    return assemble_submission(progress, classes, settings, expected_rows, ensemble.params.window_s)
+    return assemble_submission(progress, classes, settings, expected_rows, blend.params.window_s)
 
 
 def assemble_submission(
@@ -106,8 +108,10 @@ def assemble_submission(
     post-processing): each soundscape's rows post-processed (`settings`' smoothing kernel and
     top-window scaling), then completed.
 
-    A soundscape that cannot be (fully) decoded, or is shorter than the sample submission expects,
-    keeps the rows it has; its missing rows (those of the sample submission for it, else
+    A soundscape one blend member could not read keeps the other member's rows, and `problems`
+    says so (no row filled). A soundscape that cannot be (fully) decoded, or is shorter than the
+    sample submission expects, keeps the rows it has; its missing rows (those of the sample
+    submission for it, else
     `fallback_duration_s` worth for an undecodable one) get `fallback_probability`, and `problems`
     says which file, why, and how many rows were filled. A soundscape of the sample submission
     without an audio file keeps its rows too (all filled) and gets a `problems` row.
@@ -150,6 +154,8 @@ def assemble_submission(
         wanted = expected_rows.get(stem, [])
         if prediction.error is not None and not wanted:
             wanted = row_ids(stem, window_end_seconds(fallback_windows, window_s))
+        for note in prediction.notes:
+            fallback_rows(prediction.path, note, len(ids), 0)
         predicted = set(ids)
         filled = [row_id for row_id in wanted if row_id not in predicted]
         if prediction.error is not None or filled:
@@ -222,17 +228,16 @@ def submission_stage(
     problems_csv: str | Path,
     sample_submission: str | Path | None = None,
     threads: int = 1,
+    heads: Sequence[str | Path] = (),
+    embedding_model: str | Path | None = None,
+    weights_json: str | Path | None = None,
 ) -> None:
-    """Rule predict: every test soundscape -> submission.csv (and problems.csv, maybe empty)."""
-    ensemble = load_ensemble(model_paths, threads)
-    log.info(
-        "%s ensemble of %d fold model(s): %s",
-        ensemble.engine,
-        len(ensemble.sources),
-        ", ".join(ensemble.sources),
-    )
+    """Rule predict: every test soundscape -> submission.csv (and problems.csv, maybe empty),
+    through the blend when heads, the BirdNET model and the blend's weights are given."""
+    blend = load_blend(model_paths, heads, embedding_model, weights_json, threads)
+    log.info("predicting with %s: %s", blend.describe(), ", ".join(blend.cnn.sources))
     submission, problems = soundscape_submission(
-        soundscapes, ensemble, read_classes(classes_txt), settings, sample_submission
+        soundscapes, blend, read_classes(classes_txt), settings, sample_submission
     )
     write_table(problems, problems_csv)
     write_table(submission, submission_csv)

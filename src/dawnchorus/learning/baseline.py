@@ -47,7 +47,7 @@ def run_baseline(
         features = clip_statistics(store)
     finally:
         store.close()
-    return cross_validate_head(
+    metrics, oof, _ = cross_validate_head(
         features,
         store.available,
         clips,
@@ -56,3 +56,4 @@ def run_baseline(
         name="baseline",
         description=DESCRIPTION,
     )
+    return metrics, oof

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,14 +33,16 @@ import h5py
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from dawnchorus.config import BIRDNET_WINDOW_S
 from dawnchorus.data.shards import RaggedShardWriter, decoded_recordings, remove_stale_temporaries
+from dawnchorus.data.soundscapes import SOUNDSCAPE_DIR
 from dawnchorus.data.spectrograms import shard_recordings
 from dawnchorus.signal.audio import last_partial_window
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 48000  # BirdNET's input rate
-WINDOW_S = 3.0
+WINDOW_S = BIRDNET_WINDOW_S
 WINDOW_SAMPLES = round(SAMPLE_RATE * WINDOW_S)
 FORMAT_VERSION = 1
 # float32 at rest: a 1024-d vector per 3 s is a tenth of the spectrograms' bytes per second, so
@@ -144,19 +145,43 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def embedding_tensor_index(interpreter) -> int:
-    """The tensor BirdNET's embedding is read from: the input of the model's last
-    FULLY_CONNECTED op, its classification layer.
+def _is_fully_connected(model, operator) -> bool:
+    from ai_edge_litert.schema_py_generated import BuiltinOperator
 
-    (The V2.4 file happens to number it output index - 1; a converted or retrained BirdNET-style
-    model need not.)
+    code = model.operatorCodes[operator.opcodeIndex]
+    fully_connected = BuiltinOperator.FULLY_CONNECTED
+    # files of schema < 3a keep the op in the deprecated byte only
+    return fully_connected in (code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def embedding_output_model(path: Path) -> tuple[bytes, int]:
+    """The model file rewritten so that its one output is the embedding: the input of its last
+    FULLY_CONNECTED op, its classification layer (the V2.4 file happens to number that tensor
+    output index - 1; a converted or retrained BirdNET-style model need not). Returns the new
+    flatbuffer and the embedding tensor's index.
+
+    Reading an intermediate tensor otherwise needs `experimental_preserve_all_tensors`, which
+    keeps every activation of the network alive (~250 MB per window of a batch); as an output it
+    is computed like any other, and the arena reuses the rest.
     """
-    connected = [op for op in interpreter._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
+        graph = model.subgraphs[0]
+    except Exception as error:  # a truncated or foreign file fails anywhere in the parser
+        raise ReferenceModelError(f"{path}: not a readable TFLite model ({error})") from None
+    connected = [op for op in graph.operators if _is_fully_connected(model, op)]
     if not connected:
         raise ReferenceModelError(
-            "the model has no FULLY_CONNECTED layer to read an embedding before"
+            f"{path}: the model has no FULLY_CONNECTED layer to read an embedding before"
         )
-    return int(connected[-1]["inputs"][0])
+    embedding = int(connected[-1].inputs[0])
+    graph.outputs = np.asarray([embedding], dtype=np.int32)
+    builder = flatbuffers.Builder(len(model.buffers) * 64)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), embedding
 
 
 class EmbeddingModel:
@@ -168,16 +193,9 @@ class EmbeddingModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise ReferenceModelError(f"{self.path}: model file not found")
+        content, _ = embedding_output_model(self.path)
         try:
-            with warnings.catch_warnings():
-                # it warns that keeping every tensor costs memory: the embedding is an
-                # intermediate tensor, which without it reads as None after invoke()
-                warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
-                self._interpreter = Interpreter(
-                    model_path=str(self.path),
-                    num_threads=max(1, threads),
-                    experimental_preserve_all_tensors=True,
-                )
+            self._interpreter = Interpreter(model_content=content, num_threads=max(1, threads))
         except ValueError as error:
             raise ReferenceModelError(
                 f"{self.path}: not a readable TFLite model ({error})"
@@ -191,15 +209,14 @@ class EmbeddingModel:
                 f"{[(d['shape_signature'].tolist(), d['dtype'].__name__) for d in inputs]}"
             )
         self._input_index = int(inputs[0]["index"])
-        self._embedding_index = embedding_tensor_index(self._interpreter)
-        details = {d["index"]: d for d in self._interpreter.get_tensor_details()}
-        shape = details[self._embedding_index]["shape"]
-        if len(shape) != 2:
+        output = self._interpreter.get_output_details()[0]
+        self._embedding_index = int(output["index"])
+        if len(output["shape"]) != 2:
             raise ReferenceModelError(
-                f"{self.path}: the classification layer's input has shape {shape.tolist()}, "
-                "not (windows, dim)"
+                f"{self.path}: the classification layer's input has shape "
+                f"{output['shape'].tolist()}, not (windows, dim)"
             )
-        self.dim = int(shape[1])
+        self.dim = int(output["shape"][1])
         self.sha256 = file_sha256(self.path)
         self._allocated = 0
 
@@ -246,6 +263,37 @@ def cut_windows(samples: np.ndarray, min_last_window_s: float) -> np.ndarray:
     return np.concatenate(windows).astype(np.float32, copy=False)
 
 
+@dataclass(frozen=True)
+class RowWindows:
+    """How a recording's rows (the CNN's windows of `row_s`) are heard by BirdNET: the 3-s
+    windows starting `offsets_s` into each row."""
+
+    row_s: float
+    offsets_s: tuple[float, ...]
+
+    def attrs(self) -> dict[str, object]:
+        return {"row_s": float(self.row_s), "row_window_offsets_s": list(self.offsets_s)}
+
+
+def cut_row_windows(samples: np.ndarray, rows: RowWindows, min_last_window_s: float) -> np.ndarray:
+    """(rows * offsets, WINDOW_SAMPLES) windows: each row's, rows one after another. Rows are cut
+    as the CNN's windows are (`inference.recordings.recording_windows`): consecutive, a last
+    partial row of at least `min_last_window_s` filled by repeating its own audio."""
+    row_samples = round(rows.row_s * SAMPLE_RATE)
+    n_full = len(samples) // row_samples
+    cut = list(samples[: n_full * row_samples].reshape(n_full, row_samples))
+    last = last_partial_window(
+        samples[n_full * row_samples :], row_samples, n_full == 0, min_last_window_s * SAMPLE_RATE
+    )
+    if last is not None:
+        cut.append(last)
+    starts = [round(offset * SAMPLE_RATE) for offset in rows.offsets_s]
+    windows = [row[start : start + WINDOW_SAMPLES] for row in cut for start in starts]
+    if not windows:
+        return np.zeros((0, WINDOW_SAMPLES), dtype=np.float32)
+    return np.stack(windows).astype(np.float32, copy=False)
+
+
 # --------------------------------------------------------------------------------------------
 # shards
 
@@ -285,9 +333,11 @@ def embedding_shard_writer(
     model_sha256: str,
     dim: int,
     settings: EmbeddingSettings,
+    extra_attrs: Mapping[str, object] | None = None,
 ) -> RaggedShardWriter:
     """The atomic writer of one embedding shard (layout above), its attributes filled in."""
     attrs = {
+        **(extra_attrs or {}),
         "model_file": model_file,
         "model_sha256": model_sha256,
         "embedding_dim": dim,
@@ -316,15 +366,25 @@ def build_embedding_shard(
     model: EmbeddingModel,
     settings: EmbeddingSettings,
     progress: bool = False,
+    rows: RowWindows | None = None,
 ) -> EmbeddingSummary:
     """Decode every (filename, audio path) at 48 kHz, cut 3-s windows, embed them into one shard.
 
-    Recordings are stored in filename order. One that cannot be decoded, or decodes to NaN/inf or
-    silence (the checks of the spectrogram shards), is quarantined with its reason.
+    The windows are consecutive, or with `rows` those of each row (`cut_row_windows`; the shard
+    records the rows' layout). Recordings are stored in filename order. One that cannot be
+    decoded, or decodes to NaN/inf or silence (the checks of the spectrogram shards), is
+    quarantined with its reason.
     """
     remove_stale_temporaries(out_path)
     summary = EmbeddingSummary()
-    writer = embedding_shard_writer(out_path, model.path.name, model.sha256, model.dim, settings)
+    writer = embedding_shard_writer(
+        out_path,
+        model.path.name,
+        model.sha256,
+        model.dim,
+        settings,
+        None if rows is None else rows.attrs(),
+    )
     with writer:
         for filename, samples in decoded_recordings(
             recordings,
@@ -335,7 +395,11 @@ def build_embedding_shard(
             summary.quarantined,
             Path(out_path).name if progress else None,
         ):
-            windows = cut_windows(samples, settings.min_last_window_s)
+            windows = (
+                cut_windows(samples, settings.min_last_window_s)
+                if rows is None
+                else cut_row_windows(samples, rows, settings.min_last_window_s)
+            )
             writer.add(filename, model.embed_in_batches(windows, settings.batch_size))
             summary.stored += 1
             summary.windows += len(windows)
@@ -453,3 +517,65 @@ def read_pooled_embeddings(
         features = np.full((len(filenames), 0), np.nan, np.float32)
     sha256, (model_file, _) = next(iter(models.items()), ("", ("", None)))
     return PooledEmbeddings(features, available, str(model_file), sha256)
+
+
+# --------------------------------------------------------------------------------------------
+# soundscapes, by rows
+
+
+def soundscape_embedding_stage(
+    data_dir: str | Path,
+    filenames: Sequence[str],
+    model_path: str | Path,
+    settings: EmbeddingSettings,
+    rows: RowWindows,
+    out_path: str | Path,
+    threads: int = 1,
+) -> EmbeddingSummary:
+    """Rule soundscape_embeddings: the BirdNET windows of every row of one shard of
+    train_soundscapes (what the heads of a blended teacher read)."""
+    root = Path(data_dir) / SOUNDSCAPE_DIR
+    model = EmbeddingModel(model_path, threads=threads)
+    log.info("%s: %d soundscape(s); model %s", Path(out_path).name, len(filenames), model.path)
+    with threadpool_limits(limits=threads):
+        summary = build_embedding_shard(
+            [(name, root / name) for name in filenames],
+            out_path,
+            model,
+            settings,
+            progress=True,
+            rows=rows,
+        )
+    log.info(
+        "stored %d soundscape(s) as %d window(s), quarantined %d",
+        summary.stored,
+        summary.windows,
+        len(summary.quarantined),
+    )
+    return summary
+
+
+def read_row_embeddings(path: str | Path, rows: RowWindows) -> dict[str, np.ndarray]:
+    """Each soundscape's (rows, windows per row, dim) embeddings from a shard that
+    `soundscape_embedding_stage` wrote with the same row layout (EmbeddingShardError if not)."""
+    path = Path(path)
+    with _open_embedding_shard(path) as handle:
+        stored = RowWindows(
+            float(handle.attrs.get("row_s", np.nan)),
+            tuple(float(offset) for offset in handle.attrs.get("row_window_offsets_s", [])),
+        )
+        if stored != rows:
+            raise EmbeddingShardError(
+                f"{path}: rows of {stored.row_s:g} s heard through windows at "
+                f"{list(stored.offsets_s)} s, not {rows.row_s:g} s at {list(rows.offsets_s)} s: "
+                "rerun the soundscape_embeddings rule"
+            )
+        embedding = handle["embedding"][:]
+        table = zip(
+            handle["filename"].asstr()[:], handle["offset"][:], handle["n_windows"][:], strict=True
+        )
+        per_row = len(rows.offsets_s)
+        return {
+            name: embedding[offset : offset + n_windows].reshape(n_windows // per_row, per_row, -1)
+            for name, offset, n_windows in table
+        }

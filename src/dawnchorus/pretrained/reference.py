@@ -17,6 +17,7 @@ import pandas as pd
 from dawnchorus.data.folds import load_labelled_clips
 from dawnchorus.learning.heads import cross_validate_head
 from dawnchorus.pretrained.embeddings import EmbeddingShardError, read_pooled_embeddings
+from dawnchorus.pretrained.head import Head, head_metadata
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ def run_reference(
     C: float,
     threads: int = 1,
     spectrogram_index: str | Path | None = None,
-) -> tuple[dict, pd.DataFrame]:
-    """Per-fold and out-of-fold macro AUC of the reference; returns (metrics, oof predictions).
+    row_window_offsets_s: Sequence[float] = (0.0, 1.0, 2.0),
+) -> tuple[dict, pd.DataFrame, dict[int, Head]]:
+    """Per-fold and out-of-fold macro AUC of the reference; returns (metrics, oof predictions,
+    each fold's head, to predict rows from the windows at `row_window_offsets_s` into a row).
 
     With `spectrogram_index` (spectrograms/index.csv), only recordings the CNN and the baseline
     see (stored as spectrograms) are used, so all three are scored on the same recordings (the
@@ -62,7 +65,7 @@ def run_reference(
         f"logistic regression (C={C:g}) on BirdNET embeddings ({pooled.model_file}, "
         f"sha256 {pooled.model_sha256[:12]}), {pooling} over 3-s windows"
     )
-    return cross_validate_head(
+    metrics, oof, fitted = cross_validate_head(
         pooled.features,
         available,
         clips,
@@ -73,3 +76,18 @@ def run_reference(
         C=C,
         n_jobs=threads,
     )
+    heads = {
+        fold: Head(
+            weights,
+            head_metadata(
+                fold,
+                clips.classes,
+                pooling,
+                row_window_offsets_s,
+                pooled.model_file,
+                pooled.model_sha256,
+            ),
+        )
+        for fold, weights in fitted.items()
+    }
+    return metrics, oof, heads

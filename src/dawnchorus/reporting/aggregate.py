@@ -22,7 +22,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def _summary_block(head_metrics: Mapping) -> dict:
-    """A head's metrics.json (baseline, reference) as cv_results.json shows it."""
+    """A head's metrics.json (baseline, reference, ensemble) as cv_results.json shows it."""
     return {key: value for key, value in head_metrics.items() if key != "per_class_oof_auc"}
 
 
@@ -80,9 +80,10 @@ def aggregate_folds(
     reference: Mapping | None = None,
     rounds: int = 0,
     earlier_rounds: Sequence[Mapping] = (),
+    ensemble: Mapping | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """cv_results (seed schema plus OOF AUC, the baseline and, when it ran, the BirdNET
-    reference) and per-class AUCs.
+    """cv_results (seed schema plus OOF AUC, the baseline and, when they ran, the BirdNET
+    reference and the blend of the members) and per-class AUCs.
 
     With self-training, the fold files are the last round's (`rounds`); `earlier_rounds` ({round,
     metrics, oof} per round before it) go into a `rounds` block beside them."""
@@ -142,6 +143,8 @@ def aggregate_folds(
         cv_results["cnn_minus_reference_val_auc"] = (
             val_auc[0] - reference["cv_results"]["mean_val_auc"]
         )
+    if ensemble is not None:
+        cv_results["ensemble"] = _summary_block(ensemble)
 
     per_class = pd.DataFrame(
         {
@@ -154,6 +157,8 @@ def aggregate_folds(
     )
     if reference is not None:
         per_class["reference_oof_auc"] = _per_class_oof_auc(reference, classes)
+    if ensemble is not None:
+        per_class["ensemble_oof_auc"] = _per_class_oof_auc(ensemble, classes)
     for entry, path in zip(folds, oof_paths, strict=True):
         fold_oof = pd.read_csv(path, keep_default_na=False)
         fold_auc = birdclef_auc(
@@ -161,13 +166,15 @@ def aggregate_folds(
         )
         per_class[f"fold_{entry['fold']}_auc"] = fold_auc.per_class
     log.info(
-        "CV val_auc %.4f +- %.4f over %d fold(s); OOF %.4f; baseline %.4f; reference %s",
+        "CV val_auc %.4f +- %.4f over %d fold(s); OOF %.4f; baseline %.4f; reference %s; "
+        "ensemble %s",
         val_auc[0],
         val_auc[1],
         len(folds),
         oof_auc.macro,
         baseline["cv_results"]["mean_val_auc"],
         "not run" if reference is None else f"{reference['cv_results']['mean_val_auc']:.4f}",
+        "not run" if ensemble is None else f"{ensemble['cv_results']['mean_val_auc']:.4f}",
     )
     return cv_results, per_class
 

@@ -23,7 +23,8 @@ def _pyplot():
 
 
 def _save(plt, figure, out: str | Path) -> None:
-    figure.tight_layout()
+    if figure.get_layout_engine() is None:  # a constrained layout places itself
+        figure.tight_layout()
     figure.savefig(out, dpi=110)
     plt.close(figure)
     log.info("wrote %s", out)
@@ -50,25 +51,36 @@ def plot_learning_curves(history_paths: Sequence[str | Path], out: str | Path) -
 
 def plot_per_class_auc(per_class: pd.DataFrame, out: str | Path) -> None:
     plt = _pyplot()
+    figure = per_class_auc_figure(plt, per_class)
+    _save(plt, figure, out)
+
+
+PER_CLASS_BARS = (
+    ("oof_auc", "CNN (out of fold)", "tab:blue"),
+    ("baseline_oof_auc", "baseline", "lightgray"),
+    ("reference_oof_auc", "pretrained reference", "tab:orange"),
+    ("ensemble_oof_auc", "blend (nested, out of fold)", "tab:purple"),
+)
+
+
+def per_class_auc_figure(plt, per_class: pd.DataFrame):
+    """Each class's OOF AUC, one bar per model that ran; the legend above the axes, where it
+    covers neither bars nor the axis label."""
     table = per_class.sort_values("oof_auc", na_position="first")
-    height = max(3.0, 0.22 * len(table) + 1)
-    figure, axis = plt.subplots(figsize=(7, height))
+    height = max(3.0, 0.22 * len(table) + 1.2)
+    figure, axis = plt.subplots(figsize=(7, height), layout="constrained")
     positions = np.arange(len(table))
-    bars = [
-        ("oof_auc", "CNN (out of fold)", "tab:blue"),
-        ("baseline_oof_auc", "baseline", "lightgray"),
-    ]
-    if "reference_oof_auc" in table:
-        bars.append(("reference_oof_auc", "pretrained reference", "tab:orange"))
+    bars = [bar for bar in PER_CLASS_BARS if bar[0] in table]
     bar_height = 0.8 / len(bars)
     for index, (column, label, colour) in enumerate(bars):
         offset = (index - (len(bars) - 1) / 2) * bar_height
         axis.barh(positions + offset, table[column], height=bar_height, label=label, color=colour)
     axis.set_yticks(positions, table["class"], fontsize=7)
-    axis.set(xlabel="ROC-AUC", xlim=(0, 1), title="Per-class AUC")
+    axis.set(xlabel="ROC-AUC", xlim=(0, 1))
     axis.axvline(0.5, color="black", linewidth=0.5)
-    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(bars))
-    _save(plt, figure, out)
+    figure.suptitle("Per-class AUC")
+    figure.legend(fontsize=8, loc="outside upper center", ncol=2)
+    return figure
 
 
 def plot_soundscape_auc(scores: Mapping, out: str | Path) -> None:

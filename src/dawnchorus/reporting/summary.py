@@ -1,5 +1,5 @@
-"""The report's first page (rule summary): CV and OOF macro-AUC of the CNN, the baseline and the
-reference per fold, the soundscape scores, and whether the CNN learned."""
+"""The report's first page (rule summary): CV and OOF macro-AUC of the CNN, the blend, the
+baseline and the reference per fold, the soundscape scores, and whether the CNN learned."""
 
 from __future__ import annotations
 
@@ -41,18 +41,32 @@ def _list_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[st
     return [*lines, ""]
 
 
+_MEMBER_ORDER = {"cnn": 0, "head": 1, "blend": 2}
+
+
+def _ablation_model(member: str, round_index: int) -> str:
+    if member == "head":
+        return "BirdNET head"
+    if member == "blend":
+        return f"blend (CNN round {round_index} + head)"
+    return f"CNN round {round_index}"
+
+
 def _ablation_lines(ablation: Mapping) -> list[str]:
     """The soundscape ablation (`soundscape_ablation.soundscape_ablation`) as RST: a row per
-    round and hops_per_window, a column per post-processing; the submission's setting in bold."""
+    model (each round's CNN, the head, the blend) and hops_per_window, a column per
+    post-processing; the submission's setting in bold."""
     results = ablation["results"]
     if not results:
         return []
     columns = list(dict.fromkeys(entry["post_processing"] for entry in results))
-    configured = ablation["configured"]
-    cells: dict[tuple[int, int], dict[str, str]] = {}
-    speed: dict[tuple[int, int], float | None] = {}
+    configured = {"member": "cnn", **ablation["configured"]}
+    cells: dict[tuple[int, int, int, str], dict[str, str]] = {}
+    speed: dict[tuple[int, int, int, str], float | None] = {}
     for entry in results:
-        key = (entry["round"], entry["hops_per_window"])
+        entry = {"member": "cnn", **entry}  # ablations written before the blend: the CNN's
+        member = entry["member"]
+        key = (_MEMBER_ORDER[member], entry["round"], entry["hops_per_window"], member)
         value = f"{entry['macro_auc']:.3f}"
         if all(entry[name] == configured[name] for name in configured):
             value = f"**{value}**"
@@ -60,19 +74,21 @@ def _ablation_lines(ablation: Mapping) -> list[str]:
         speed[key] = entry["audio_s_per_s"]
     rows = [
         [
-            f"round {round_index}",
-            str(hops),
-            *(cells[(round_index, hops)].get(column, "–") for column in columns),
-            "–" if speed[(round_index, hops)] is None else f"{speed[(round_index, hops)]:.0f}",
+            _ablation_model(key[3], key[1]),
+            str(key[2]),
+            *(cells[key].get(column, "–") for column in columns),
+            "–" if speed[key] is None else f"{speed[key]:.0f}",
         ]
-        for round_index, hops in sorted(cells)
+        for key in sorted(cells)
     ]
     header = ["model", "hops per window", *columns, "audio s / s"]
     return [
-        "Test soundscapes by self-training round and post-processing: macro-AUC of each round's "
-        f"fold ensemble (Keras, {ablation['threads']} thread(s); the submission's setting in "
-        "bold). Post-processing costs nothing measurable; overlapping windows cost predictions "
-        "(the last column: seconds of audio predicted per second).",
+        "Test soundscapes by model and post-processing: macro-AUC of each self-training round's "
+        "fold ensemble (Keras, "
+        f"{ablation['threads']} thread(s)), and where the workflow blends, of the BirdNET head "
+        "and the blend; the submission's setting in bold. Post-processing costs nothing "
+        "measurable; overlapping windows cost predictions (the last column: seconds of audio "
+        "predicted per second).",
         "",
         *_list_table(header, rows),
         *(f"Not compared: {reason}." for reason in ablation.get("skipped", [])),
@@ -103,7 +119,12 @@ def results_summary(
                 },
             )
         )
-    for key, name in (("baseline", "baseline"), ("reference", "pretrained reference")):
+    members = (
+        ("ensemble", "blend (nested CV)"),
+        ("baseline", "baseline"),
+        ("reference", "pretrained reference"),
+    )
+    for key, name in members:
         if key in cv_results:
             rows.append((f"{name}: {cv_results[key].get('model', '')}", cv_results[key]))
     folds = sorted(
@@ -148,4 +169,20 @@ def results_summary(
             reference,
         )
     )
+    if "ensemble" in cv_results:
+        lines.append(_blend_note(cv_results["ensemble"]))
     return "\n".join(lines)
+
+
+def _blend_note(ensemble: Mapping) -> str:
+    """What predicts, and what the blend adds over its best member on the same rows."""
+    members = ensemble["members_cv"]
+    best = max(members, key=lambda name: members[name]["mean_val_auc"])
+    gain = ensemble["cv_results"]["mean_val_auc"] - members[best]["mean_val_auc"]
+    weights = ", ".join(f"{name} {weight:g}" for name, weight in ensemble["weights"].items())
+    return (
+        ".. note::\n\n"
+        f"   The submission and the export predict with the blend (weights {weights}). Scored "
+        f"out of fold with weights fitted without the fold, it is {gain:+.3f} over its best "
+        f"member alone ({best}, {members[best]['mean_val_auc']:.3f} on the same recordings).\n"
+    )
