@@ -44,6 +44,7 @@ bench: venv
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/input_pipeline.py
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/embeddings.py
 
 lint: venv demo-data
 	$(BIN)/ruff check .

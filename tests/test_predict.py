@@ -495,6 +495,7 @@ def test_ablation_scores_every_round_and_setting_as_the_submission_would(tiny_de
     assert all(entry["rows"] == 12 * len(soundscapes) for entry in results)
     assert all(entry["audio_s_per_s"] > 0 for entry in results)
     assert ablation["configured"] == {
+        "member": "cnn",
         "round": 1,
         "hops_per_window": 1,
         "smoothing_kernel": [0.25, 0.5, 0.25],

@@ -165,7 +165,8 @@ def soundscape_names(shard):
 
 def soundscapes_of(wildcards):
     return [
-        data_path("train_soundscapes", name) for name in soundscape_names(wildcards.shard)
+        data_path("train_soundscapes", name)
+        for name in soundscape_names(wildcards.shard)
     ]
 
 
