@@ -513,11 +513,12 @@ def test_workflow_refuses_a_blend_member_that_does_not_run(tmp_path, tiny_demo):
 def test_workflow_plans_the_blend_and_its_teacher(tmp_path, tiny_demo, tiny_model):
     path, _ = tiny_model
     model = f"reference={{enabled: true, model_path: {path}}}"
-    counts = job_counts(plan(tmp_path, tiny_demo, model).stdout)
-    # debug: one self-training round on two soundscape shards; the blend teaches by default
+    teacher = "semi_supervised={teacher: ensemble}"
+    counts = job_counts(plan(tmp_path, tiny_demo, model, teacher).stdout)
+    # debug: one self-training round on two soundscape shards
     assert counts["ensemble"] == 1 and counts["teacher_weights"] == 1
     assert counts["soundscape_embeddings"] == 2 and counts["pseudo_labels"] == 2
-    counts = job_counts(plan(tmp_path, tiny_demo, model, "semi_supervised={teacher: cnn}").stdout)
+    counts = job_counts(plan(tmp_path, tiny_demo, model).stdout)  # the CNN teaches by default
     assert counts["ensemble"] == 1 and "teacher_weights" not in counts
     assert "soundscape_embeddings" not in counts
     counts = job_counts(plan(tmp_path, tiny_demo, model, "ensemble={members: [cnn]}").stdout)
