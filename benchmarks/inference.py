@@ -52,6 +52,7 @@ from dawnchorus.inference.export import export_tflite
 from dawnchorus.inference.members import Blend, load_blend
 from dawnchorus.inference.recordings import recording_windows, window_features
 from dawnchorus.inference.submission import soundscape_submission
+from dawnchorus.learning.blend import blend_weights_file
 from dawnchorus.learning.linear import LinearWeights
 from dawnchorus.learning.modelcard import model_metadata
 from dawnchorus.pretrained.embeddings import bundled_model_path, file_sha256
@@ -120,15 +121,7 @@ def make_blend(folder: Path, export: Path, folds: int, threads: int) -> Blend:
         Head(weights, metadata).save(heads[-1])
     blend_weights = folder / "blend.json"
     blend_weights.write_text(
-        json.dumps(
-            {
-                "format_version": 1,
-                "members": ["cnn", "head"],
-                "space": "logit",
-                "weights": {"cnn": 0.5, "head": 0.5},
-                "classes": classes,
-            }
-        )
+        json.dumps(blend_weights_file({"cnn": 0.5, "head": 0.5}, "logit", classes))
     )
     return load_blend([export], heads, model, blend_weights, threads)
 

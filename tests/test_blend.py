@@ -21,6 +21,7 @@ from dawnchorus.inference.submission import assemble_submission, soundscape_subm
 from dawnchorus.learning.blend import (
     BlendError,
     blend_probabilities,
+    blend_weights_file,
     fit_blend,
     fit_weights,
     nested_blend,
@@ -188,18 +189,8 @@ def blend_parts(tmp_path_factory, tiny_demo, tiny_birdnet):
     cnn = [save_fold_model(folder / f"fold_{k}.keras", classes, seed=k) for k in range(2)]
     heads = [make_head(folder / f"head_{k}.npz", classes, tiny_birdnet, k, k) for k in range(2)]
     weights = folder / "weights.json"
-    weights.write_text(
-        json.dumps(
-            {
-                "format_version": 1,
-                "members": ["cnn", "head"],
-                "space": "logit",
-                "weights": {"cnn": 0.6, "head": 0.4},
-                "fold_weights": {},
-                "classes": classes,
-            }
-        )
-    )
+    blend = blend_weights_file({"cnn": 0.6, "head": 0.4}, "logit", classes)
+    weights.write_text(json.dumps(blend))
     return {"cnn": cnn, "heads": heads, "model": tiny_birdnet, "weights": weights}
 
 

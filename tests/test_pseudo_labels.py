@@ -330,6 +330,7 @@ def teacher_parts(tmp_path_factory, tiny_demo, soundscape_data):
     weights per fold: fold 0 listens to its head alone, fold 2 to its CNN alone."""
     from support import build_tflite, make_head
 
+    from dawnchorus.learning.blend import blend_weights_file
     from dawnchorus.pretrained.embeddings import (
         EmbeddingSettings,
         RowWindows,
@@ -353,18 +354,10 @@ def teacher_parts(tmp_path_factory, tiny_demo, soundscape_data):
     )
     assert summary.stored == 2 and [name for name, _ in summary.quarantined] == ["broken.ogg"]
     weights = root / "weights.json"
-    weights.write_text(
-        json.dumps(
-            {
-                "format_version": 1,
-                "members": ["cnn", "head"],
-                "space": "logit",
-                "weights": {"cnn": 0.5, "head": 0.5},
-                "fold_weights": {"0": {"cnn": 0.0, "head": 1.0}, "2": {"cnn": 1.0, "head": 0.0}},
-                "classes": classes,
-            }
-        )
-    )
+    # fold 0 listens to its head alone, fold 2 to its CNN alone
+    fold_weights = {0: {"cnn": 0.0, "head": 1.0}, 2: {"cnn": 1.0, "head": 0.0}}
+    blend = blend_weights_file({"cnn": 0.5, "head": 0.5}, "logit", classes, fold_weights)
+    weights.write_text(json.dumps(blend))
     return {"heads": heads, "rows": rows, "weights": weights}
 
 

@@ -126,6 +126,7 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
     assert job_counts(plan.stdout) == {"train_round_fold": 1, "total": 1}
     plan = run_snakemake(*args, "-n", "--forcerun", "train_fold", workdir=tmp_path)
     assert job_counts(plan.stdout) == {
+        **({"ensemble": 1} if BIRDNET else {}),
         "train_fold": 1,
         "pseudo_labels": 2,
         "train_round_fold": 1,
@@ -137,7 +138,7 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
         "soundscape_ablation": 1,
         "summary": 1,
         "all": 1,
-        "total": 12,
+        "total": 12 + BIRDNET,
     }
     missing_fold = run_snakemake(
         *args, "-n", "--", fold_1.replace("fold_1", "fold_7"), workdir=tmp_path, check=False
@@ -187,13 +188,16 @@ def _check_prediction_outputs(results, data):
     # the ablation: rounds 0 and 1 x hops 1, 2 x the default post-processing grid; its cell of
     # the submission's settings is the submission's score (Keras there, the export here)
     ablation = json.loads((results / "predictions" / "soundscape_ablation.json").read_text())
-    assert ablation["rounds"] == [0, 1] and len(ablation["results"]) == 2 * 2 * 4
+    # with BirdNET: the head alone (one hops setting) and the blend of round 1 (two) as well
+    blended = (1 + 2) * 4 if BIRDNET else 0
+    assert ablation["rounds"] == [0, 1] and len(ablation["results"]) == 2 * 2 * 4 + blended
     (configured,) = [
         entry
         for entry in ablation["results"]
         if all(entry[key] == value for key, value in ablation["configured"].items())
     ]
     assert configured["round"] == 1
+    assert configured["member"] == ("blend" if BIRDNET else "cnn")
     assert configured["macro_auc"] == pytest.approx(scores["macro_auc"], abs=0.02)
 
 
@@ -208,7 +212,8 @@ def _check_summary(results):
     assert ("reference" in cv) == ("pretrained reference" in summary)
     scores = json.loads((results / "predictions" / "soundscape_scores.json").read_text())
     assert f"macro-AUC {scores['macro_auc']:.3f}" in summary
-    assert "by self-training round and post-processing" in summary
+    assert "by model and post-processing" in summary
+    assert ("ensemble" in cv) == ("blend (nested CV)" in summary) == BIRDNET
     verdict = "has not learned" if cnn <= baseline else "beats the baseline"
     assert verdict in summary
 
@@ -243,9 +248,22 @@ def _check_reference_outputs(results, manifest, index):
     assert "reference_oof_auc" in per_class
     oof = {name: pd.read_csv(results / name / "oof.csv") for name in ("reference", "baseline")}
     assert sorted(oof["reference"]["filename"]) == sorted(oof["baseline"]["filename"])
-    for name in ("embeddings/shard_000", "reference"):
+    for name in ("embeddings/shard_000", "reference", "ensemble"):
         assert (results / "logs" / f"{name}.log").stat().st_size > 0
         assert (results / "benchmarks" / f"{name}.tsv").is_file()
+
+    # the blend (debug trains fold 0 alone: its nested weights are equal, nothing to fit on)
+    assert (results / "reference" / "fold_0" / "head.npz").is_file()
+    weights = json.loads((results / "ensemble" / "weights.json").read_text())
+    assert weights["members"] == ["cnn", "head"] and weights["fold_weights"] == {
+        "0": {"cnn": 0.5, "head": 0.5}
+    }
+    assert set(cv["ensemble"]["members_cv"]) == {"cnn", "head"}
+    assert "ensemble_oof_auc" in per_class
+    assert (results / "export" / "blend.npz").is_file()
+    card = json.loads((results / "export" / "model.json").read_text())
+    assert card["parity"]["blend_max_abs_difference"] <= 1e-3
+    assert "predicting with a blend" in (results / "logs" / "predict.log").read_text()
 
 
 def _check_tuning_outputs(results):
@@ -392,7 +410,7 @@ def test_dry_run_plans_per_shard_not_per_file(tmp_path, birdclef_csvs):
     """28,564 rows (the BirdCLEF 2025 size): the plan has one job per shard, none per file."""
     result = _plan_full_config(tmp_path, birdclef_csvs)
     shards = load_config(FULL_CONFIG, {"data_dir": "x"})["shards"]["count"]
-    reference = {"embeddings": shards, "reference": 1} if BIRDNET else {}
+    reference = {"embeddings": shards, "reference": 1, "ensemble": 1} if BIRDNET else {}
     assert job_counts(result.stdout) == {
         **reference,
         "manifest": 1,

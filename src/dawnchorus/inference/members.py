@@ -55,16 +55,28 @@ class HeadMember:
         decoding problem if there was one (the rows are then those before it)."""
         layout = self.heads.row_windows(params.window_s)
         at_48k = dataclasses.replace(params, sample_rate=SAMPLE_RATE)
-        windows, error = [], None
+        pending: list[np.ndarray] = []  # rows' windows not embedded yet
+        embedded: list[np.ndarray] = []  # (windows, dim): a long recording keeps only these
+        error = None
+
+        def embed_pending() -> None:
+            if pending:
+                windows = np.concatenate(pending)
+                embedded.append(self.embedder.embed_in_batches(windows, self.batch_size))
+                pending.clear()
+
         try:
             for row in recording_windows(path, at_48k, min_last_window_s):
-                windows.append(cut_row_windows(row, layout, 0.0))
+                pending.append(cut_row_windows(row, layout, 0.0))
+                if len(pending) * len(layout.offsets_s) >= self.batch_size:
+                    embed_pending()
         except AudioError as problem:
             error = str(problem)
-        if not windows:
+        embed_pending()
+        if not embedded:
             return np.zeros((0, len(self.heads.classes)), dtype=np.float32), error
-        embeddings = self.embedder.embed_in_batches(np.concatenate(windows), self.batch_size)
-        per_row = embeddings.reshape(len(windows), len(layout.offsets_s), -1)
+        embeddings = np.concatenate(embedded)
+        per_row = embeddings.reshape(-1, len(layout.offsets_s), embeddings.shape[1])
         return self.heads.row_probabilities(per_row), error
 
 

@@ -209,6 +209,24 @@ def _present_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 BLEND_FORMAT = 1
 
 
+def blend_weights_file(
+    weights: Mapping[str, float],
+    space: str,
+    classes: Sequence[str],
+    fold_weights: Mapping[int, Mapping[str, float]] | None = None,
+) -> dict:
+    """The content of ensemble/weights.json (and of the export's bundle): the weights that
+    predict and, per fold k, the weights fitted without fold k (a teacher for fold k uses them)."""
+    return {
+        "format_version": BLEND_FORMAT,
+        "members": list(weights),
+        "space": space,
+        "weights": dict(weights),
+        "fold_weights": {str(fold): dict(value) for fold, value in (fold_weights or {}).items()},
+        "classes": list(classes),
+    }
+
+
 def fit_blend(
     member_oof: Mapping[str, Sequence[str]],
     manifest_csv: str,
@@ -268,17 +286,12 @@ def fit_blend(
             zip(clips.classes, map(float, result["oof_auc"].per_class), strict=True)
         ),
     }
-    weights_file = {
-        "format_version": BLEND_FORMAT,
-        "members": list(members),
-        "space": space,
-        "weights": result["weights"],
-        # fold k's weights were fitted without fold k: a teacher for fold k may use them
-        "fold_weights": {
-            str(entry["fold"]): entry["weights"] for entry in result["per_fold"].values()
-        },
-        "classes": clips.classes,
-    }
+    weights_file = blend_weights_file(
+        result["weights"],
+        space,
+        clips.classes,
+        {entry["fold"]: entry["weights"] for entry in result["per_fold"].values()},
+    )
     best = max(members_cv, key=lambda name: members_cv[name]["mean_val_auc"])
     log.info(
         "blend CV %.4f (OOF %.4f); best member %s %.4f; weights %s",
