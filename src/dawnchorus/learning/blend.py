@@ -26,7 +26,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-MEMBERS = ("cnn", "head")
 SPACES = ("logit", "probability")
 _EPSILON = 1e-6
 
