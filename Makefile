@@ -11,7 +11,8 @@ CORES ?= all
 # side by side, one thread each, train the demo in two thirds of the time. The demo's
 # pseudo-labelling, export and soundscape-ablation jobs mostly load and trace fold models on one
 # thread: two at a time as well (export and ablation side by side: the tail 57 s instead of 88).
-DEMO_THREADS ?= --set-threads train_fold=1 train_round_fold=1 pseudo_labels=1 export=1 soundscape_ablation=1
+# predict (the TFLite export and BirdNET, one thread each in turn) then runs beside the ablation.
+DEMO_THREADS ?= --set-threads train_fold=1 train_round_fold=1 pseudo_labels=1 export=1 soundscape_ablation=1 predict=1
 
 .PHONY: venv demo demo-data test bench lint clean
 
