@@ -273,6 +273,7 @@ def test_debug_dag_runs_every_job_on_its_partition(cluster_run):
         "baseline": 1,
         "embeddings": 2,
         "reference": 1,
+        "ensemble": 1,  # the blend of the CNN and the BirdNET head
         "tune": 1,
         "train_fold": 2,  # cancelled once, resubmitted
         "soundscape_spectrograms": 2,

@@ -391,5 +391,10 @@ def test_a_blended_teacher_labels_each_fold_with_its_own_blend(
 
     with pytest.raises(EmbeddingShardError, match=r"rerun the soundscape_embeddings rule"):
         BlendedTeacher.load(parts["heads"], [0, 2], parts["weights"], parts["rows"], 10.0)
-    with pytest.raises(PseudoLabelError, match=r"without weights for folds \[1\]"):
+    with pytest.raises(PseudoLabelError, match=r"no head of folds \[1\]"):
         BlendedTeacher.load(parts["heads"], [0, 1], parts["weights"], parts["rows"], 5.0)
+    partial = json.loads(parts["weights"].read_text())
+    del partial["fold_weights"]["2"]
+    (tmp_path / "partial.json").write_text(json.dumps(partial))
+    with pytest.raises(PseudoLabelError, match=r"without weights for folds \[2\]"):
+        BlendedTeacher.load(parts["heads"], [0, 2], tmp_path / "partial.json", parts["rows"], 5.0)

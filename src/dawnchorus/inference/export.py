@@ -124,7 +124,8 @@ def export_stage(
     try:
         rows = np.flatnonzero(store.available)[: config["predict"]["export_check_windows"]]
         crop_frames = params.crop_frames(segments(metadata))
-        windows = evaluation_windows(store, rows, max_windows=1, crop_frames=crop_frames).windows
+        evaluation = evaluation_windows(store, rows, max_windows=1, crop_frames=crop_frames)
+        windows, owner = evaluation.windows, evaluation.clip_of_window  # owner: index into rows
     finally:
         store.close()
     if len(windows) == 0:
@@ -148,7 +149,7 @@ def export_stage(
 
     def blend_difference(keras_rows: np.ndarray, tflite_rows: np.ndarray) -> float:
         """Each recording's window rows (n, segments, classes) blended with its head row."""
-        per_window = np.repeat(head_rows, keras_rows.shape[1], axis=0)
+        per_window = np.repeat(head_rows[owner], keras_rows.shape[1], axis=0)
         blended = [
             blend_probabilities(
                 {"cnn": rows.reshape(-1, rows.shape[-1]), "head": per_window},

@@ -61,6 +61,9 @@ class BlendedTeacher:
         row_s: float,
     ) -> BlendedTeacher:
         heads = HeadEnsemble.load(head_paths)
+        by_fold = {head.metadata["fold"]: HeadEnsemble([head]) for head in heads.heads}
+        if missing := [fold for fold in folds if fold not in by_fold]:
+            raise PseudoLabelError(f"no head of folds {missing} among {list(head_paths)}")
         weights = read_json(weights_json)
         missing = [fold for fold in folds if str(fold) not in weights["fold_weights"]]
         if missing or sorted(weights["members"]) != ["cnn", "head"]:
@@ -69,9 +72,7 @@ class BlendedTeacher:
                 f"{missing}; a blended teacher needs the cnn and head weights of every fold"
             )
         return cls(
-            heads={
-                fold: HeadEnsemble([head]) for fold, head in zip(folds, heads.heads, strict=True)
-            },
+            heads={fold: by_fold[fold] for fold in folds},
             fold_weights={fold: weights["fold_weights"][str(fold)] for fold in folds},
             space=weights["space"],
             row_embeddings=read_row_embeddings(soundscape_embeddings, heads.row_windows(row_s)),
