@@ -250,17 +250,23 @@ def cut_windows(samples: np.ndarray, min_last_window_s: float) -> np.ndarray:
     window, is filled by repeating its own audio (as `recordings.recording_windows` does), so no
     window holds artificial silence; shorter tails are dropped.
     """
-    n_full = len(samples) // WINDOW_SAMPLES
-    windows = [samples[: n_full * WINDOW_SAMPLES].reshape(n_full, WINDOW_SAMPLES)]
+    windows = _consecutive(samples, WINDOW_SAMPLES, min_last_window_s)
+    if not windows:  # no samples at all
+        return np.zeros((0, WINDOW_SAMPLES), dtype=np.float32)
+    return np.stack(windows).astype(np.float32, copy=False)
+
+
+def _consecutive(samples: np.ndarray, size: int, min_last_window_s: float) -> list[np.ndarray]:
+    """Consecutive pieces of `size` samples; a last partial one of at least `min_last_window_s`
+    (or the only one) filled by repeating its own audio (`signal.audio.last_partial_window`)."""
+    n_full = len(samples) // size
+    pieces = list(samples[: n_full * size].reshape(n_full, size))
     last = last_partial_window(
-        samples[n_full * WINDOW_SAMPLES :],
-        WINDOW_SAMPLES,
-        n_full == 0,
-        min_last_window_s * SAMPLE_RATE,
+        samples[n_full * size :], size, n_full == 0, min_last_window_s * SAMPLE_RATE
     )
     if last is not None:
-        windows.append(last[None])
-    return np.concatenate(windows).astype(np.float32, copy=False)
+        pieces.append(last)
+    return pieces
 
 
 @dataclass(frozen=True)
@@ -279,14 +285,7 @@ def cut_row_windows(samples: np.ndarray, rows: RowWindows, min_last_window_s: fl
     """(rows * offsets, WINDOW_SAMPLES) windows: each row's, rows one after another. Rows are cut
     as the CNN's windows are (`inference.recordings.recording_windows`): consecutive, a last
     partial row of at least `min_last_window_s` filled by repeating its own audio."""
-    row_samples = round(rows.row_s * SAMPLE_RATE)
-    n_full = len(samples) // row_samples
-    cut = list(samples[: n_full * row_samples].reshape(n_full, row_samples))
-    last = last_partial_window(
-        samples[n_full * row_samples :], row_samples, n_full == 0, min_last_window_s * SAMPLE_RATE
-    )
-    if last is not None:
-        cut.append(last)
+    cut = _consecutive(samples, round(rows.row_s * SAMPLE_RATE), min_last_window_s)
     starts = [round(offset * SAMPLE_RATE) for offset in rows.offsets_s]
     windows = [row[start : start + WINDOW_SAMPLES] for row in cut for start in starts]
     if not windows:
