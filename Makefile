@@ -22,7 +22,7 @@ $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dawnchorus needs Python 3.11 or newer: make PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,birdnet]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,birdnet,onnx,openvino]'
 	touch $@
 
 # train.csv is written last, so an interrupted generation is redone

@@ -353,7 +353,13 @@ def test_the_export_carries_the_blend_and_checks_it(tiny_demo, tiny_birdnet, exp
     assert metadata["embedding_file"] == "tiny_birdnet.tflite"
     assert metadata["embedding_sha256"] == EmbeddingModel(tiny_birdnet).sha256
     blend = load_exported_blend(out, tiny_birdnet)
-    assert blend.cnn.engine == "tflite" and len(blend.head.heads.heads) == 1
+    assert blend.cnn.engine == "tflite-fp32" and len(blend.head.heads.heads) == 1
+    # the export folder runs the engine the export was made for (the default), with the blend
+    assert load_exported_blend(out.parent, tiny_birdnet).cnn.engine == "tflite-int8"
+    assert (
+        card["engine"]["file"] == "model.int8.tflite"
+        and out.with_name(card["engine"]["file"]).is_file()
+    )
     soundscapes = sorted((tiny_demo / "test_soundscapes").glob("*.ogg"))[:1]
     classes = taxonomy_classes(tiny_demo)
     exported, _ = soundscape_submission(soundscapes, blend, classes, SETTINGS)
@@ -369,34 +375,30 @@ def test_predict_command_blends_with_the_export_unless_told_not_to(
     out, _ = exported_blend
     soundscape = sorted((tiny_demo / "test_soundscapes").glob("*.ogg"))[0]
     common = [str(soundscape), "--models", str(out), "--smoothing-kernel", "1"]
-    assert (
-        main(
-            [
-                "predict",
-                *common,
-                "--birdnet-model",
-                str(tiny_birdnet),
-                "--out",
-                str(tmp_path / "b.csv"),
-            ]
-        )
-        == 0
-    )
+    birdnet = ["--birdnet-model", str(tiny_birdnet)]
+    assert main(["predict", *common, *birdnet, "--out", str(tmp_path / "b")]) == 0
     assert "predicting with a blend (logits, weights cnn 0.6, head 0.4)" in capsys.readouterr().err
-    assert main(["predict", *common, "--cnn-only", "--out", str(tmp_path / "c.csv")]) == 0
-    blended, alone = pd.read_csv(tmp_path / "b.csv"), pd.read_csv(tmp_path / "c.csv")
+    assert main(["predict", *common, "--cnn-only", "--out", str(tmp_path / "c")]) == 0
+    table = f"{soundscape.name}.csv"
+    blended, alone = pd.read_csv(tmp_path / "b" / table), pd.read_csv(tmp_path / "c" / table)
     classes = taxonomy_classes(tiny_demo)
     assert len(blended) == len(alone) == 12
     assert not np.allclose(blended[classes], alone[classes], atol=1e-3)
+    # the export's folder blends as its engine's file does
+    int8 = out.with_name("model.int8.tflite")
+    for models, name in ((out.parent, "folder"), (int8, "file")):
+        argv = ["predict", *common[:2], str(models), *common[3:], *birdnet]
+        assert main([*argv, "--out", str(tmp_path / name)]) == 0
+    folder, file = (pd.read_csv(tmp_path / name / table)[classes] for name in ("folder", "file"))
+    np.testing.assert_allclose(folder, file)
+    assert np.abs(folder.to_numpy() - blended[classes].to_numpy()).max() < 0.2, "int8 ~ fp32"
     # another BirdNET model than the heads': refused by name, nothing written
     other = tmp_path / "other.tflite"
     build_tflite(other, hidden_width=8)
-    code = main(
-        ["predict", *common, "--birdnet-model", str(other), "--out", str(tmp_path / "d.csv")]
-    )
+    code = main(["predict", *common, "--birdnet-model", str(other), "--out", str(tmp_path / "d")])
     assert code == 2 and "trained on embeddings of tiny_birdnet.tflite" in capsys.readouterr().err
-    assert not (tmp_path / "d.csv").exists()
-    code = main(["predict", *common, "--birdnet-model", "absent.tflite", "--out", "e.csv"])
+    assert not (tmp_path / "d").exists()
+    code = main(["predict", *common, "--birdnet-model", "absent.tflite", "--out", "e"])
     assert code == 2 and "absent.tflite: model file not found" in capsys.readouterr().err
 
 

@@ -17,13 +17,13 @@ from dawnchorus.config import AudioParams, ConfigError, load_config, section_def
 from dawnchorus.inference.engines import PredictionError, load_ensemble
 from dawnchorus.inference.export import ExportError, export_tflite
 from dawnchorus.inference.members import Blend
+from dawnchorus.inference.outputs import detections_table
 from dawnchorus.inference.postprocess import (
     merge_overlapping_windows,
     scale_by_top_windows,
     smooth_over_windows,
 )
 from dawnchorus.inference.recordings import (
-    detections_table,
     predict_recordings,
     recording_windows,
     window_features,
@@ -362,11 +362,14 @@ def test_predict_command_on_a_folder_with_a_bad_file(tmp_path, folds, capsys):
     write_audio(recordings / "dusk.flac", tone(4.0, 22050), 22050)
     (recordings / "broken.ogg").write_bytes(b"OggS not really")
     (recordings / "notes.txt").write_text("not audio")
-    out = tmp_path / "detections.csv"
-    code = main(["predict", "--models", *map(str, folds), "--out", str(out), str(recordings)])
+    out = tmp_path / "detections"
+    argv = ["predict", "--models", *map(str, folds), "--out", str(out), "--combine"]
+    code = main([*argv, str(recordings)])
     assert code == 1, "a recording could not be decoded"
     assert "broken.ogg" in capsys.readouterr().err
-    table = pd.read_csv(out)
+    problems = pd.read_csv(out / "problems.csv")
+    assert problems["path"].tolist() == [str(recordings / "broken.ogg")]
+    table = pd.read_csv(out / "combined.csv")
     assert table.groupby("filename").size().to_dict() == {
         str(recordings / "dusk.flac"): 1,
         str(recordings / "site_a" / "dawn.wav"): 3,
@@ -374,13 +377,18 @@ def test_predict_command_on_a_folder_with_a_bad_file(tmp_path, folds, capsys):
     assert table["end_s"].tolist() == [5, 5, 10, 15]
     assert len(table.columns) == 3 + len(read_metadata(folds[0])["classes"])
 
-    top = tmp_path / "top.csv"
+    # started again: nothing to predict, the problem still reported
+    assert main([*argv, str(recordings)]) == 1
+    assert "3 recording(s) skipped" in capsys.readouterr().err
+    assert pd.read_csv(out / "problems.csv")["path"].tolist() == problems["path"].tolist()
+
+    top = tmp_path / "top"
     code = main(
         ["predict", "--models", str(folds[0]), "--out", str(top), "--top-k", "2",
          str(recordings / "dusk.flac")]
     )  # fmt: skip
     assert code == 0
-    assert pd.read_csv(top)["rank"].tolist() == [1, 2]
+    assert pd.read_csv(top / "dusk.flac.csv")["rank"].tolist() == [1, 2]
 
 
 def test_predict_command_smooths_unless_told_not_to(tmp_path, folds, capsys):
@@ -392,10 +400,10 @@ def test_predict_command_smooths_unless_told_not_to(tmp_path, folds, capsys):
         "default": [],
         "scaled": ["--smoothing-kernel", "1", "--scale-by-top-windows", "2"],
     }.items():
-        out = tmp_path / f"{name}.csv"
+        out = tmp_path / name
         argv = ["predict", "--models", *map(str, folds), "--out", str(out), *options]
         assert main([*argv, str(recording)]) == 0
-        tables[name] = pd.read_csv(out).iloc[:, 3:].to_numpy()
+        tables[name] = pd.read_csv(out / "dawn.wav.csv").iloc[:, 3:].to_numpy()
     raw = tables["raw"]
     assert raw.shape[0] == 6
     np.testing.assert_allclose(
@@ -403,7 +411,7 @@ def test_predict_command_smooths_unless_told_not_to(tmp_path, folds, capsys):
     )
     np.testing.assert_array_equal(tables["spelt_out"], tables["default"])
     np.testing.assert_allclose(tables["scaled"], scale_by_top_windows(raw, 2), atol=2e-6)
-    argv = ["predict", "--models", str(folds[0]), "--out", str(tmp_path / "x.csv")]
+    argv = ["predict", "--models", str(folds[0]), "--out", str(tmp_path / "x")]
     assert main([*argv, "--smoothing-kernel", "1,1", str(recording)]) == 2
     assert "odd number of weights" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse's usage error
@@ -412,17 +420,24 @@ def test_predict_command_smooths_unless_told_not_to(tmp_path, folds, capsys):
 
 
 def test_predict_command_refuses_what_it_cannot_use(tmp_path, folds, capsys):
-    assert main(["predict", "--models", str(folds[0]), "--out", "x.csv", str(tmp_path)]) == 2
+    out = str(tmp_path / "out")
+    assert main(["predict", "--models", str(folds[0]), "--out", out, str(tmp_path)]) == 2
     assert "no audio files" in capsys.readouterr().err
     missing = str(tmp_path / "fold_4" / "model.keras")
     audio = write_audio(tmp_path / "a.wav", tone(5.0, 32000), 32000)
-    assert main(["predict", "--models", missing, "--out", "x.csv", str(audio)]) == 2
+    assert main(["predict", "--models", missing, "--out", out, str(audio)]) == 2
     assert "fold_4/model.keras" in capsys.readouterr().err
+    assert main(["predict", "--models", str(folds[0]), "--out", "x.csv", str(audio)]) == 2
+    assert "--out is a folder" in capsys.readouterr().err
+    argv = ["predict", "--models", str(folds[0]), "--out", out, "--species"]
+    (tmp_path / "species.txt").write_text("nosuchbird\n")
+    assert main([*argv, str(tmp_path / "species.txt"), str(audio)]) == 2
+    assert "nosuchbird" in capsys.readouterr().err
 
 
 def test_export_card_is_json_beside_the_model(exported):
     out, card = exported
-    assert json.loads(out.with_suffix(".json").read_text()) == card
+    assert json.loads(out.with_name("model.json").read_text()) == card
 
 
 def test_overlapping_windows_are_predicted_and_merged_into_the_rows(tmp_path, folds, sed_folds):

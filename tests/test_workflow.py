@@ -184,6 +184,12 @@ def _check_prediction_outputs(results, data):
     card = json.loads((results / "export" / "model.json").read_text())
     assert card["parity"]["max_abs_difference"] <= 1e-3 and card["parity"]["windows"] > 0
     assert card["classes"] == (results / "data" / "classes.txt").read_text().split()
+    # the default engine's file, held to the AUC it keeps on windows apart from its calibration
+    assert card["engine"] == {"engine": "tflite", "precision": "int8", "file": "model.int8.tflite"}
+    checks = card["checks"]["tflite-int8"]
+    assert checks["macro_auc_change"] >= -0.002 and checks["quality_windows"] > 0
+    assert checks["calibration_windows"] > 0
+    assert "tflite-int8 ensemble" in (results / "logs" / "predict.log").read_text()
     scores = json.loads((results / "predictions" / "soundscape_scores.json").read_text())
     assert 0 <= scores["macro_auc"] <= 1 and scores["windows"] == len(sample)
     # the ablation: rounds 0 and 1 x hops 1, 2 x the default post-processing grid; its cell of

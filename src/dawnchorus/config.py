@@ -131,6 +131,16 @@ def _describe_error(error: jsonschema.ValidationError) -> str:
     return f"{where}: {error.message}"
 
 
+# what each export engine runs on a CPU (ONNX Runtime's CPU kernels have no float16 or bfloat16
+# convolutions; TFLite's fp16 is float16 weights computed in float32; OpenVINO's bf16 needs a CPU
+# with bfloat16 instructions)
+ENGINE_PRECISIONS = {
+    "tflite": ("fp32", "fp16", "int8"),
+    "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16", "int8"),
+}
+
+
 def _semantic_problems(config: Mapping) -> Iterator[str]:
     """What the schema cannot express: relations between keys."""
     audio = config["audio"]
@@ -164,6 +174,12 @@ def _semantic_problems(config: Mapping) -> Iterator[str]:
         yield (
             "predict.hops_per_window > 1 needs a model of one window per input "
             f"(model.input_s {model['input_s']} = audio.window_s {audio['window_s']})"
+        )
+    engine, precision = config["predict"]["engine"], config["predict"]["precision"]
+    if engine != "keras" and precision not in ENGINE_PRECISIONS[engine]:
+        yield (
+            f"predict.engine {engine} does not run predict.precision {precision} on a CPU; "
+            f"it runs {', '.join(ENGINE_PRECISIONS[engine])}"
         )
     problem = kernel_problem(config["predict"]["smoothing_kernel"])
     if problem:

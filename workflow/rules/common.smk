@@ -10,6 +10,7 @@ from snakemake.utils import min_version
 
 from dawnchorus.config import ConfigError, validate_config
 from dawnchorus.data.soundscapes import list_soundscapes, soundscapes_of_shard
+from dawnchorus.inference.runtimes import engine_file
 from dawnchorus.inference.submission import SUBMISSION_SETTINGS
 from dawnchorus.learning.train import round_training_config
 from dawnchorus.learning.tune import search_settings
@@ -312,11 +313,7 @@ def soundscape_inputs(wildcards):
 
 def prediction_inputs(wildcards):
     return {
-        "models": (
-            rules.export.output.model
-            if PREDICT["engine"] == "tflite"
-            else predicted_fold_models()
-        ),
+        "models": exported_model() or predicted_fold_models(),
         **soundscape_inputs(wildcards),
     }
 
@@ -455,6 +452,20 @@ def export_blend_inputs(wildcards):
         "blend_weights": results_path("ensemble", "weights.json"),
         "embedding_shards": embedding_files(),
     }
+
+
+def exported_model():
+    """The export's file the configured engine runs (model.tflite for tflite fp32 and
+    openvino's fp32/bf16); the fold models when the engine is keras."""
+    if PREDICT["engine"] == "keras":
+        return []
+    return results_path("export", engine_file(PREDICT["engine"], PREDICT["precision"]))
+
+
+def export_engine_output():
+    """The engine's file when it is not model.tflite itself."""
+    path = exported_model()
+    return path if path and not path.endswith(engine_file("tflite", "fp32")) else []
 
 
 def export_blend_output():

@@ -12,6 +12,8 @@ rule export:
     output:
         model=results_path("export", "model.tflite"),
         card=results_path("export", "model.json"),
+        # what predict.engine runs in predict.precision, when not model.tflite itself
+        engine=export_engine_output(),
         # with a blend: its heads, weights and BirdNET's checksum (`dawnchorus predict` reads it)
         blend=export_blend_output(),
     log:
@@ -29,7 +31,15 @@ rule export:
             "audio": config["audio"],
             "predict": {
                 key: PREDICT[key]
-                for key in ("export_tolerance", "export_check_windows")
+                for key in (
+                    "engine",
+                    "precision",
+                    "export_tolerance",
+                    "export_check_windows",
+                    "calibration_windows",
+                    "quality_check_windows",
+                    "quantized_auc_tolerance",
+                )
             },
         },
     script:

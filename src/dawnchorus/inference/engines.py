@@ -5,9 +5,10 @@ model gives one row per window from its own frames (`model.segment_probabilities
 model sees one window at a time. The last chunk of a recording that holds fewer windows is filled
 by repeating its own windows, and only its real windows' rows are kept.
 
-Two engines run the same ensemble (mean of the folds' probabilities):
+The same ensemble (mean of the folds' probabilities) runs as
 - keras:  the fold models as trained;
-- tflite: one exported file holding every fold (`export.export_tflite`). TFLite has no
+- an export: one file holding every fold (`export.export_stage`), run by a CPU engine
+  (`runtimes`: TFLite, ONNX Runtime or OpenVINO, in fp32 or a reduced precision). TFLite has no
   antialiased resize, so the export writes the model's resize as the two matrix products it is
   (exactly the same linear map); everything after the resize is the trained graph.
 
@@ -25,6 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from dawnchorus.config import AudioParams
+from dawnchorus.inference.runtimes import (
+    REDUCED,
+    engine_file,
+    engine_name,
+    engine_runner,
+)
 from dawnchorus.learning.modelcard import (
     ModelFileError,
     audio_params,
@@ -34,7 +41,7 @@ from dawnchorus.learning.modelcard import (
 )
 from dawnchorus.runtime import configure_tensorflow
 
-_TFLITE_CALL_WINDOWS = 4
+CARD = "model.json"  # an export's metadata, beside its engine files
 
 
 class PredictionError(ValueError):
@@ -98,24 +105,33 @@ def consistent_metadata(paths: Sequence[str | Path]) -> dict:
     return first
 
 
-def load_ensemble(paths: Sequence[str | Path], threads: int = 1) -> Ensemble:
-    """Fold models (.keras files) or one exported model (.tflite with its .json beside it)."""
+def load_ensemble(
+    paths: Sequence[str | Path],
+    threads: int = 1,
+    engine: str | None = None,
+    precision: str | None = None,
+) -> Ensemble:
+    """Fold models (.keras files, run by Keras) or one export: its folder or model.json (run by
+    the engine and precision the export chose, unless `engine`/`precision` say otherwise), or
+    one of its engine files (`runtimes.engine_file`)."""
     paths = [Path(path) for path in paths]
     if not paths:
         raise PredictionError("no model given")
-    missing = [str(path) for path in paths if not path.is_file()]
+    missing = [str(path) for path in paths if not path.exists()]
     if missing:
         raise PredictionError(f"model file(s) not found: {', '.join(missing)}")
     suffixes = {path.suffix for path in paths}
-    if suffixes == {".tflite"}:
-        if len(paths) > 1:
-            raise PredictionError("give one exported .tflite model (it holds every fold)")
-        return _load_tflite(paths[0], threads)
     if suffixes == {".keras"}:
         return _load_keras(paths, threads)
-    raise PredictionError(
-        f"models must be .keras fold models or one .tflite export, got {sorted(suffixes)}"
+    exported = len(paths) == 1 and (
+        paths[0].is_dir() or paths[0].suffix in (*_ENGINE_OF_SUFFIX, ".json")
     )
+    if not exported:
+        raise PredictionError(
+            "models must be .keras fold models or one export (its folder, model.json, or one "
+            f"of its .tflite/.onnx files: it holds every fold), got {', '.join(map(str, paths))}"
+        )
+    return _load_export(paths[0], threads, engine, precision)
 
 
 def load_fold_ensembles(paths: Sequence[str | Path], threads: int = 1) -> list[Ensemble]:
@@ -216,46 +232,44 @@ def ensemble_function(models: Sequence, metadata: Mapping, tflite_compatible: bo
     return ensemble
 
 
-def _load_tflite(path: Path, threads: int) -> Ensemble:
-    card_path = path.with_suffix(".json")
+def _load_export(path: Path, threads: int, engine: str | None, precision: str | None) -> Ensemble:
+    """An export (folder, model.json, or one of its engine files) run by `engine`; by default
+    the engine and precision the export was made for, or those of the file given."""
+    given_file = not path.is_dir() and path.name != CARD
+    folder = path.parent if given_file else path if path.is_dir() else path.parent
+    card_path = folder / CARD
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ModelFileError(
-            f"{path}: its metadata {card_path.name} is missing or unreadable ({error})"
+            f"{path}: its metadata {card_path} is missing or unreadable ({error})"
         ) from None
     metadata = check_metadata(card, card_path)
-    run = tflite_runner(path.read_bytes(), threads)
-    return Ensemble(metadata, tuple(card.get("folds", [str(path)])), "tflite", run)
+    made_for = card.get("engine", {"engine": "tflite", "precision": "fp32"})  # older exports
+    if given_file:
+        model = path
+        engine = engine or _ENGINE_OF_SUFFIX[path.suffix]
+        precision = precision or _precision_of_name(path.name)
+    else:
+        engine = engine or made_for["engine"]
+        precision = precision or (made_for["precision"] if engine == made_for["engine"] else "fp32")
+        model = folder / engine_file(engine, precision)
+    if not model.is_file():
+        raise PredictionError(
+            f"{model} not found: the export in {folder} was made for "
+            f"{engine_name(made_for['engine'], made_for['precision'])} (and model.tflite, "
+            "tflite fp32); set predict.engine and predict.precision and export again"
+        )
+    run = engine_runner(engine, precision, model, threads)
+    return Ensemble(
+        metadata, tuple(card.get("folds", [str(model)])), engine_name(engine, precision), run
+    )
 
 
-def tflite_runner(model: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    from ai_edge_litert.interpreter import Interpreter
+_ENGINE_OF_SUFFIX = {".tflite": "tflite", ".onnx": "onnxruntime"}
 
-    interpreter = Interpreter(model_content=model, num_threads=max(1, threads))
-    (given,) = interpreter.get_input_details()
-    (output,) = interpreter.get_output_details()
-    allocated = [0]
 
-    def invoke(windows: np.ndarray) -> np.ndarray:
-        if allocated[0] != len(windows):  # reallocating costs: only when the size changes
-            interpreter.resize_tensor_input(given["index"], list(windows.shape))
-            interpreter.allocate_tensors()
-            allocated[0] = len(windows)
-        interpreter.set_tensor(given["index"], np.ascontiguousarray(windows))
-        interpreter.invoke()
-        return interpreter.get_tensor(output["index"]).copy()
-
-    def run(windows: np.ndarray) -> np.ndarray:
-        # XNNPACK is fastest on a few windows at a time (their activations stay in cache): at
-        # 256x256 on 2 threads, 97 windows/s in calls of 4 against 66 in calls of 64. Every
-        # call has that size: a short last one is padded with its own windows, since resizing
-        # the interpreter costs more than predicting the padding
-        outputs = []
-        for first in range(0, len(windows), _TFLITE_CALL_WINDOWS):
-            call = windows[first : first + _TFLITE_CALL_WINDOWS]
-            padded = call[np.arange(_TFLITE_CALL_WINDOWS) % len(call)]
-            outputs.append(invoke(padded)[: len(call)])
-        return np.concatenate(outputs)
-
-    return run
+def _precision_of_name(name: str) -> str:
+    """model.int8.onnx -> int8; model.tflite -> fp32."""
+    parts = name.split(".")
+    return parts[-2] if len(parts) > 2 and parts[-2] in REDUCED else "fp32"

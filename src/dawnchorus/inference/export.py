@@ -4,24 +4,36 @@ with a blend, the heads and weights beside it (blend.npz), the check covering th
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dawnchorus.artifacts import read_json, write_bytes, write_json
 from dawnchorus.config import AudioParams
-from dawnchorus.data.manifest import read_manifest
+from dawnchorus.data.manifest import label_matrix, read_manifest
 from dawnchorus.data.shards import ClipStore
+from dawnchorus.inference.conversion import tflite_model, write_engine_file
 from dawnchorus.inference.engines import (
+    CARD,
     PredictionError,
     consistent_metadata,
     ensemble_function,
     keras_ensemble,
     load_keras_models,
-    tflite_runner,
 )
 from dawnchorus.inference.members import BLEND_BUNDLE
+from dawnchorus.inference.runtimes import (
+    ENGINE_FILES,
+    REDUCED,
+    engine_file,
+    engine_name,
+    engine_runner,
+    tflite_runner,
+)
 from dawnchorus.learning.blend import blend_probabilities
 from dawnchorus.learning.modelcard import audio_params, segments
 from dawnchorus.pretrained.embeddings import read_pooled_embeddings
@@ -34,6 +46,26 @@ class ExportError(RuntimeError):
     """The exported model does not reproduce the Keras ensemble."""
 
 
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine and precision the export is made for, and what checks a reduced precision:
+    `calibration` windows (int8 ranges) and labelled `quality_windows` whose macro AUC may drop
+    at most `auc_tolerance` from the fp32 export's."""
+
+    engine: str = "tflite"
+    precision: str = "fp32"
+    calibration: np.ndarray | None = None
+    quality_windows: np.ndarray | None = None
+    quality_labels: np.ndarray | None = None  # (len(quality_windows), classes) 0/1
+    # (without quality windows, as in benchmarks/inference.py, which scores soundscapes itself,
+    # a reduced precision is not checked)
+    auc_tolerance: float = 0.002
+
+    @property
+    def name(self) -> str:
+        return engine_name(self.engine, self.precision)
+
+
 def export_tflite(
     model_paths: Sequence[str | Path],
     out_path: str | Path,
@@ -41,55 +73,121 @@ def export_tflite(
     tolerance: float,
     threads: int = 1,
     blend_difference: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    choice: EngineChoice = EngineChoice(),
 ) -> dict:
-    """Write the fold ensemble as one TFLite model, with its metadata in `out_path`.json.
+    """Write the fold ensemble as one TFLite model (`out_path`), the file `choice`'s engine
+    runs in its precision beside it, and their metadata (model.json).
 
-    The export is checked on `check_windows` (real (n, segments * frames, n_mels) dB chunks)
-    against the Keras ensemble; above `tolerance` (max abs difference of probabilities)
-    ExportError is raised and nothing is written. With `blend_difference` (the Keras and the
-    TFLite rows -> the largest difference of the blends they make) the blend is held to the
-    same tolerance.
+    Both are checked on `check_windows` (real (n, segments * frames, n_mels) dB chunks) against
+    the Keras ensemble before anything is written: an fp32 file may differ by at most
+    `tolerance` (max abs difference of probabilities; with `blend_difference`, the Keras and
+    the exported rows -> the largest difference of the blends they make, so is the blend); a
+    reduced precision may lose at most `choice.auc_tolerance` macro AUC on
+    `choice.quality_windows`. Otherwise ExportError, with the figures.
     """
-    import tensorflow as tf
-
     model_paths = [Path(path) for path in model_paths]
+    out_path = Path(out_path)
     metadata, models = load_keras_models(model_paths, threads)
     function = ensemble_function(models, metadata, tflite_compatible=True)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [function.get_concrete_function()], function
-    )
-    blob = converter.convert()
+    blob = tflite_model(function)
 
     windows = np.asarray(check_windows, dtype=np.float32)
     reference = keras_ensemble(metadata, models, model_paths).run_batch(windows)
-    exported = tflite_runner(blob, threads)(windows)
-    difference = float(np.max(np.abs(exported - reference)))
-    parity = {"max_abs_difference": difference, "windows": len(windows)}
-    if blend_difference is not None:
-        parity["blend_max_abs_difference"] = blend_difference(reference, exported)
-    for key, what in (("max_abs_difference", "ensemble"), ("blend_max_abs_difference", "blend")):
-        if key in parity and not parity[key] <= tolerance:
-            raise ExportError(
-                f"the TFLite export's {what} differs from the Keras {what} by {parity[key]:.2e} "
-                f"on {len(windows)} windows (tolerance {tolerance:.0e}): not written"
-            )
-    out_path = Path(out_path)
+    parity = _parity(reference, tflite_runner(blob, threads)(windows), blend_difference)
+    _refuse_beyond(parity, tolerance, "TFLite export", len(windows))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".export-") as scratch:
+        scratch = Path(scratch)
+        engine_path = write_engine_file(
+            choice.engine, choice.precision, function, blob, scratch, choice.calibration
+        )
+        run = engine_runner(choice.engine, choice.precision, engine_path, threads)
+        checks = _parity(reference, run(windows), blend_difference)
+        if choice.precision in REDUCED and choice.quality_windows is not None:
+            checks.update(_quality(choice, tflite_runner(blob, threads), run))
+            if checks["macro_auc_change"] < -choice.auc_tolerance:
+                raise ExportError(
+                    f"{choice.name} loses {-checks['macro_auc_change']:.4f} macro AUC against "
+                    f"the fp32 export ({checks['macro_auc']:.4f} against "
+                    f"{checks['fp32_macro_auc']:.4f} on {checks['quality_windows']} labelled "
+                    f"windows; tolerance {choice.auc_tolerance}): not written. Export fp32 "
+                    "(predict.precision: fp32) or calibrate on more windows"
+                )
+        else:
+            _refuse_beyond(checks, tolerance, choice.name, len(windows))
+        # engine files of an earlier export would run other folds under this card
+        for stale in set(ENGINE_FILES) - {engine_path.name}:
+            out_path.with_name(stale).unlink(missing_ok=True)
+        write_bytes(out_path, blob)
+        if engine_path.name == engine_file("tflite", "fp32"):  # the TFLite export itself
+            engine_path = out_path
+        else:
+            moved = out_path.with_name(engine_path.name)
+            os.replace(engine_path, moved)
+            engine_path = moved
     card = {
         **metadata,
         "folds": [str(path) for path in model_paths],
         "parity": parity,
+        "engine": {
+            "engine": choice.engine,
+            "precision": choice.precision,
+            "file": engine_path.name,
+        },
+        "checks": {choice.name: checks},
     }
-    write_bytes(out_path, blob)
-    write_json(out_path.with_suffix(".json"), card, sort_keys=False)
+    write_json(out_path.with_name(CARD), card, sort_keys=False)
     log.info(
-        "exported %d fold model(s) to %s (%.1f MB); max difference to Keras %.2e on %d windows",
+        "exported %d fold model(s) to %s (%.1f MB) for %s; max difference to Keras %.2e on %d "
+        "windows; %s: %s",
         len(model_paths),
         out_path,
         len(blob) / 2**20,
-        difference,
+        choice.name,
+        parity["max_abs_difference"],
         len(windows),
+        choice.name,
+        checks,
     )
     return card
+
+
+def _parity(reference, exported, blend_difference) -> dict:
+    parity = {
+        "max_abs_difference": float(np.max(np.abs(exported - reference))),
+        "windows": len(reference),
+    }
+    if blend_difference is not None:
+        parity["blend_max_abs_difference"] = blend_difference(reference, exported)
+    return parity
+
+
+def _refuse_beyond(parity: Mapping, tolerance: float, what: str, n_windows: int) -> None:
+    for key, member in (("max_abs_difference", "ensemble"), ("blend_max_abs_difference", "blend")):
+        if key in parity and not parity[key] <= tolerance:
+            raise ExportError(
+                f"the {what}'s {member} differs from the Keras {member} by {parity[key]:.2e} "
+                f"on {n_windows} windows (tolerance {tolerance:.0e}): not written"
+            )
+
+
+def _quality(choice: EngineChoice, fp32: Callable, reduced: Callable) -> dict:
+    """Macro AUC of the fp32 export and of the reduced precision on the labelled windows."""
+    from dawnchorus.learning.metrics import birdclef_auc  # scikit-learn: only when exporting
+
+    windows = np.asarray(choice.quality_windows, dtype=np.float32)
+    aucs = []
+    for run in (fp32, reduced):
+        rows = run(windows)  # (n, segments, classes): every segment carries its chunk's labels
+        labels = np.repeat(choice.quality_labels, rows.shape[1], axis=0)
+        aucs.append(birdclef_auc(labels, rows.reshape(-1, rows.shape[-1])).macro)
+    return {
+        "fp32_macro_auc": aucs[0],
+        "macro_auc": aucs[1],
+        "macro_auc_change": aucs[1] - aucs[0],
+        "quality_windows": len(windows),
+        "calibration_windows": 0 if choice.calibration is None else len(choice.calibration),
+    }
 
 
 def export_stage(
@@ -119,13 +217,17 @@ def export_stage(
             f"the models were trained on other features ({model_params.feature_attrs()}) than "
             f"the shards hold ({params.feature_attrs()})"
         )
-    filenames = list(read_manifest(manifest_csv)["filename"])
+    manifest = read_manifest(manifest_csv)
+    filenames = list(manifest["filename"])
+    predict = config["predict"]
     store = ClipStore(shard_paths, params, filenames, ram_budget_mb=0)  # a few windows: stream
     try:
-        rows = np.flatnonzero(store.available)[: config["predict"]["export_check_windows"]]
+        available = np.flatnonzero(store.available)
+        rows = available[: predict["export_check_windows"]]
         crop_frames = params.crop_frames(segments(metadata))
         evaluation = evaluation_windows(store, rows, max_windows=1, crop_frames=crop_frames)
         windows, owner = evaluation.windows, evaluation.clip_of_window  # owner: index into rows
+        choice = _engine_choice(predict, store, available, crop_frames, manifest, metadata)
     finally:
         store.close()
     if len(windows) == 0:
@@ -134,7 +236,7 @@ def export_stage(
         # an earlier blend's bundle would be read beside this model by `dawnchorus predict`
         Path(out_path).with_name(BLEND_BUNDLE).unlink(missing_ok=True)
         return export_tflite(
-            model_paths, out_path, windows, config["predict"]["export_tolerance"], threads
+            model_paths, out_path, windows, predict["export_tolerance"], threads, choice=choice
         )
     head_ensemble = HeadEnsemble.load(heads)
     weights_file = read_json(weights_json)
@@ -164,9 +266,10 @@ def export_stage(
         model_paths,
         out_path,
         windows,
-        config["predict"]["export_tolerance"],
+        predict["export_tolerance"],
         threads,
         blend_difference,
+        choice,
     )
     embedding = {
         "embedding_file": head_ensemble.metadata["embedding_file"],
@@ -185,3 +288,46 @@ def export_stage(
         card["parity"]["blend_max_abs_difference"],
     )
     return card
+
+
+def _engine_choice(
+    predict: Mapping,
+    store: ClipStore,
+    available: np.ndarray,
+    crop_frames: int,
+    manifest,
+    metadata: Mapping,
+) -> EngineChoice:
+    """The configured engine and precision; a reduced precision with its calibration windows
+    and, apart from them, the labelled windows its AUC is checked on (one per recording, the
+    recordings in a seeded random order so every class can be among them)."""
+    from dawnchorus.learning.dataset import evaluation_windows  # imports TensorFlow
+
+    engine, precision = predict["engine"], predict["precision"]
+    if engine == "keras":  # predict runs the fold models; the export is still made for users
+        return EngineChoice()
+    if precision not in REDUCED:
+        return EngineChoice(engine, precision)
+    shuffled = np.random.default_rng(0).permutation(available)
+    # a small data set gives half its recordings to each, rather than none to the check
+    n_calibration = min(predict["calibration_windows"], len(available) // 2)
+    calibration = evaluation_windows(
+        store, shuffled[:n_calibration], max_windows=1, crop_frames=crop_frames
+    )
+    checked = shuffled[n_calibration : n_calibration + predict["quality_check_windows"]]
+    quality = evaluation_windows(store, checked, max_windows=1, crop_frames=crop_frames)
+    labels = label_matrix(manifest.iloc[checked], metadata["classes"])
+    if len(quality.windows) == 0:
+        raise PredictionError(
+            f"{engine_name(engine, precision)} needs labelled windows apart from its "
+            f"{n_calibration} calibration windows to check its AUC; the shards hold "
+            f"{len(available)} recording(s) (use predict.precision fp32)"
+        )
+    return EngineChoice(
+        engine,
+        precision,
+        calibration=calibration.windows,
+        quality_windows=quality.windows,
+        quality_labels=labels[quality.clip_of_window],
+        auc_tolerance=predict["quantized_auc_tolerance"],
+    )

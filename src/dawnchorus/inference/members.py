@@ -169,17 +169,30 @@ def load_blend(
     return _blend(cnn, heads_, weights_file, str(weights_json), embedding_model, threads)
 
 
-def load_exported_blend(export: str | Path, embedding_model: str | Path, threads: int = 1) -> Blend:
-    """The export's blend: its TFLite CNN and the heads and weights of blend.npz beside it,
-    with the BirdNET model file it was made with (its checksum is checked)."""
+def load_exported_blend(
+    export: str | Path,
+    embedding_model: str | Path,
+    threads: int = 1,
+    engine: str | None = None,
+    precision: str | None = None,
+) -> Blend:
+    """The export's blend: its CNN (the export folder, model.json or an engine file, as
+    `load_ensemble` reads it) and the heads and weights of blend.npz beside it, with the BirdNET
+    model file it was made with (its checksum is checked)."""
     export = Path(export)
-    cnn = load_ensemble([export], threads)
-    heads, metadata = load_head_bundle(export.with_name(BLEND_BUNDLE))
-    bundle = str(export.with_name(BLEND_BUNDLE))
-    return _blend(cnn, heads, metadata, bundle, embedding_model, threads)
+    cnn = load_ensemble([export], threads, engine, precision)
+    bundle = exported_blend_bundle(export)
+    heads, metadata = load_head_bundle(bundle)
+    return _blend(cnn, heads, metadata, str(bundle), embedding_model, threads)
 
 
-# the export's heads, blend weights and BirdNET checksum, beside model.tflite
+def exported_blend_bundle(export: str | Path) -> Path:
+    """blend.npz of an export given as its folder or one of its files."""
+    export = Path(export)
+    return (export if export.is_dir() else export.parent) / BLEND_BUNDLE
+
+
+# the export's heads, blend weights and BirdNET checksum, beside its model files
 BLEND_BUNDLE = "blend.npz"
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from dawnchorus.config import AudioParams
@@ -210,37 +209,3 @@ def predict_recordings(
     finally:
         stop.set()
         producer.join()
-
-
-def detections_table(
-    prediction: FilePrediction,
-    classes: Sequence[str],
-    window_s: float,
-    top_k: int | None = None,
-    threshold: float | None = None,
-) -> pd.DataFrame:
-    """Per-window probabilities of one recording.
-
-    Wide (one column per class) unless `top_k` or `threshold` is given; then long: one row per
-    window and kept class (the `top_k` most probable, those at or above `threshold`, or both),
-    most probable first.
-    """
-    ends = np.asarray(prediction.end_s, dtype=np.float64)
-    starts = np.round(ends - window_s, 3)
-    keys = pd.DataFrame({"filename": str(prediction.path), "start_s": starts, "end_s": ends})
-    probabilities = prediction.probabilities
-    if top_k is None and threshold is None:
-        return pd.concat([keys, pd.DataFrame(probabilities, columns=list(classes))], axis=1)
-    order = np.argsort(-probabilities, axis=1, kind="stable")
-    if top_k is not None:
-        order = order[:, :top_k]
-    window_index = np.repeat(np.arange(len(order)), order.shape[1])
-    class_index = order.reshape(-1)
-    scores = probabilities[window_index, class_index]
-    rank = np.tile(np.arange(1, order.shape[1] + 1), len(order))
-    keep = scores >= threshold if threshold is not None else np.ones(len(scores), dtype=bool)
-    long = keys.iloc[window_index[keep]].reset_index(drop=True)
-    long["rank"] = rank[keep]
-    long["label"] = np.asarray(classes, dtype=object)[class_index[keep]]
-    long["probability"] = scores[keep]
-    return long

@@ -221,14 +221,21 @@ def last_partial_window(
 
 def find_recordings(paths: Iterable[str | Path]) -> list[Path]:
     """Files given, and audio files found under folders given (recursively, sorted)."""
-    found: list[Path] = []
+    return [recording for recording, _ in find_recordings_in(paths)]
+
+
+def find_recordings_in(paths: Iterable[str | Path]) -> list[tuple[Path, Path | None]]:
+    """`find_recordings`, each with the folder given that it was found in (None: given itself)."""
+    found: list[tuple[Path, Path | None]] = []
     for item in map(Path, paths):
         if item.is_dir():
-            found += sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
-            )
+            found += [
+                (path, item)
+                for path in sorted(item.rglob("*"))
+                if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
+            ]
         elif item.exists():
-            found.append(item)
+            found.append((item, None))
         else:
             raise FileNotFoundError(f"'{item}' does not exist")
     return found

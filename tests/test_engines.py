@@ -1,0 +1,170 @@
+"""The export's engines and precisions: each runs the same ensemble, reduced precisions are held
+to the AUC they keep, and an engine that cannot run says so and names the fallback."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from support import save_fold_model, taxonomy_classes
+
+from dawnchorus.cli import main
+from dawnchorus.config import AudioParams, ConfigError, load_config, section_defaults
+from dawnchorus.inference.engines import load_ensemble
+from dawnchorus.inference.export import EngineChoice, ExportError, export_tflite
+from dawnchorus.inference.recordings import recording_windows, window_features
+from dawnchorus.inference.runtimes import ENGINE_FILES, EngineError, engine_file
+from dawnchorus.learning.metrics import birdclef_auc
+
+pytestmark = pytest.mark.training
+PARAMS = AudioParams.from_config(section_defaults("audio"))
+
+
+@pytest.fixture(scope="module")
+def folds(tmp_path_factory, tiny_demo):
+    root = tmp_path_factory.mktemp("folds")
+    classes = taxonomy_classes(tiny_demo)
+    return [save_fold_model(root / f"fold_{k}.keras", classes, seed=k) for k in range(2)]
+
+
+@pytest.fixture(scope="module")
+def windows(tiny_demo):
+    """Every window of the test soundscapes: real audio, different predictions."""
+    paths = sorted((tiny_demo / "test_soundscapes").glob("*.ogg"))
+    return np.stack(
+        [window_features(w, PARAMS) for path in paths for w in recording_windows(path, PARAMS, 1)]
+    ).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def labels(windows, folds):
+    """Labels that follow the Keras ensemble's own scores, so both precisions have an AUC well
+    above chance and a broken quantisation would show."""
+    scores = load_ensemble(folds).predict(windows)
+    return (scores >= np.quantile(scores, 0.7, axis=0)).astype(np.uint8)
+
+
+def reduced(engine, precision, windows, labels, tolerance=0.3):
+    """Calibrated on half the windows, checked on the other half. The tiny untrained models'
+    scores differ between windows by little more than int8's resolution, so the tolerance is
+    wide here; trained models lose far less (docs/results.md)."""
+    half = len(windows) // 2
+    return EngineChoice(
+        engine,
+        precision,
+        calibration=windows[:half],
+        quality_windows=windows[half:],
+        quality_labels=labels[half:],
+        auc_tolerance=tolerance,
+    )
+
+
+@pytest.mark.parametrize(
+    ("engine", "precision"),
+    [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("tflite", "int8"), ("tflite", "fp16")],
+)
+def test_each_engine_runs_the_keras_ensemble(tmp_path, folds, windows, labels, engine, precision):
+    out = tmp_path / "model.tflite"
+    choice = reduced(engine, precision, windows, labels)
+    card = export_tflite(folds, out, windows[:8], 1e-3, threads=2, choice=choice)
+    assert card["engine"] == {
+        "engine": engine,
+        "precision": precision,
+        "file": engine_file(engine, precision),
+    }
+    assert (tmp_path / engine_file(engine, precision)).is_file() and out.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        {"model.json", "model.tflite", engine_file(engine, precision)}
+    ), "only the TFLite export, the engine's file and the card are left"
+    # the export folder runs the engine it was made for
+    ensemble = load_ensemble([tmp_path], threads=2)
+    assert ensemble.engine == f"{engine}-{precision}"
+    keras_rows = load_ensemble(folds, threads=2).predict(windows)
+    rows = ensemble.predict(windows)
+    checks = card["checks"][f"{engine}-{precision}"]
+    if precision == "fp32":
+        assert np.abs(rows - keras_rows).max() <= 1e-3
+        assert checks["max_abs_difference"] <= 1e-3
+    else:
+        assert np.abs(rows - keras_rows).max() > 0, "reduced"
+        correlation = np.corrcoef(rows.ravel(), keras_rows.ravel())[0, 1]
+        # fp16 on tiny random models varies most (0.77 to 0.96 seen); broken would be ~0
+        assert correlation > 0.6, "not broken"
+        # the figures in the card are those of the windows held out from calibration
+        half = len(windows) // 2
+        fp32_rows = load_ensemble([out], threads=2).predict(windows[half:])
+        assert checks["fp32_macro_auc"] == pytest.approx(
+            birdclef_auc(labels[half:], fp32_rows).macro, abs=1e-9
+        )
+        assert checks["macro_auc_change"] == pytest.approx(
+            checks["macro_auc"] - checks["fp32_macro_auc"]
+        )
+        assert checks["macro_auc"] > 0.7 and abs(checks["macro_auc_change"]) <= 0.3
+        assert checks["quality_windows"] == len(windows) - half
+
+
+def test_a_reduced_precision_losing_too_much_auc_is_refused(tmp_path, folds, windows, labels):
+    out = tmp_path / "model.tflite"
+    # a tolerance below any possible change: the refusal and its figures, nothing written
+    choice = reduced("onnxruntime", "int8", windows, labels, tolerance=-1.0)
+    with pytest.raises(ExportError, match=r"loses .* macro AUC against the fp32 export \(0\.\d+"):
+        export_tflite(folds, out, windows[:8], 1e-3, threads=2, choice=choice)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_new_export_removes_the_engine_files_of_an_earlier_one(tmp_path, folds, windows):
+    out = tmp_path / "model.tflite"
+    export_tflite(folds, out, windows[:8], 1e-3, choice=EngineChoice("onnxruntime", "fp32"))
+    assert (tmp_path / "model.onnx").is_file()
+    card = export_tflite(folds[:1], out, windows[:8], 1e-3)
+    assert card["engine"]["file"] == "model.tflite"
+    assert not (tmp_path / "model.onnx").exists(), "it would run the earlier folds"
+    assert set(ENGINE_FILES) & {p.name for p in tmp_path.iterdir()} == {"model.tflite"}
+
+
+def test_an_engine_that_cannot_run_names_itself_and_the_fallback(
+    tmp_path, folds, windows, monkeypatch, capsys
+):
+    out = tmp_path / "model.tflite"
+    export_tflite(folds, out, windows[:8], 1e-3, choice=EngineChoice("onnxruntime", "fp32"))
+    # not installed (the openvino extra): an import that fails, as on a machine without it
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(
+        EngineError, match=r"openvino cannot run .*dawnchorus\[openvino\].*--engine"
+    ):
+        load_ensemble([tmp_path], engine="openvino")
+    # a file the engine cannot read
+    (tmp_path / "model.onnx").write_bytes(b"not an onnx graph")
+    with pytest.raises(EngineError, match=r"onnxruntime cannot run .*model.onnx.*model.tflite"):
+        load_ensemble([tmp_path])
+    # the command reports it as an error (exit status 2), not a traceback
+    recording = tmp_path / "r.wav"
+    import soundfile as sf
+
+    sf.write(recording, np.zeros(PARAMS.sample_rate * 6, np.float32), PARAMS.sample_rate)
+    argv = ["predict", "--models", str(tmp_path), "--out", str(tmp_path / "o"), str(recording)]
+    assert main(argv) == 2
+    assert "onnxruntime cannot run" in capsys.readouterr().err
+    # the fallback works on the same folder
+    assert main([*argv, "--engine", "tflite"]) == 0
+
+
+def test_an_export_of_another_engine_is_named_not_guessed(tmp_path, folds, windows):
+    out = tmp_path / "model.tflite"
+    export_tflite(folds, out, windows[:8], 1e-3)
+    with pytest.raises(Exception, match=r"model.int8.onnx not found: .* was made for tflite-fp32"):
+        load_ensemble([tmp_path], engine="onnxruntime", precision="int8")
+    card = json.loads((tmp_path / "model.json").read_text())
+    assert card["engine"]["engine"] == "tflite" and "tflite-fp32" in card["checks"]
+
+
+def test_config_refuses_a_precision_the_engine_does_not_run():
+    with pytest.raises(ConfigError, match=r"onnxruntime does not run predict\.precision bf16"):
+        load_config(
+            overrides={"data_dir": "x", "predict": {"engine": "onnxruntime", "precision": "bf16"}}
+        )
+    assert load_config(
+        overrides={"data_dir": "x", "predict": {"engine": "keras", "precision": "bf16"}}
+    )
