@@ -29,3 +29,13 @@ def tiny_prepared(tmp_path_factory, tiny_demo):
 
     config = load_config(None, {"data_dir": str(tiny_demo), "shards": {"count": 2}})
     return run_data_stage(tiny_demo, tmp_path_factory.mktemp("tiny_prepared"), config)
+
+
+@pytest.fixture(scope="session")
+def folds(tmp_path_factory, tiny_demo):
+    """Two small fold models of the tiny demo's classes (untrained: different seeds)."""
+    from support import save_fold_model, taxonomy_classes
+
+    root = tmp_path_factory.mktemp("folds")
+    classes = taxonomy_classes(tiny_demo)
+    return [save_fold_model(root / f"fold_{k}.keras", classes, seed=k) for k in range(2)]

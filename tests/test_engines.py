@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from support import save_fold_model, taxonomy_classes
 
 from dawnchorus.cli import main
 from dawnchorus.config import AudioParams, ConfigError, load_config, section_defaults
@@ -20,13 +19,6 @@ from dawnchorus.learning.metrics import birdclef_auc
 
 pytestmark = pytest.mark.training
 PARAMS = AudioParams.from_config(section_defaults("audio"))
-
-
-@pytest.fixture(scope="module")
-def folds(tmp_path_factory, tiny_demo):
-    root = tmp_path_factory.mktemp("folds")
-    classes = taxonomy_classes(tiny_demo)
-    return [save_fold_model(root / f"fold_{k}.keras", classes, seed=k) for k in range(2)]
 
 
 @pytest.fixture(scope="module")

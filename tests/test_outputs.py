@@ -22,11 +22,13 @@ from dawnchorus.inference.outputs import (
     plan_outputs,
     read_species_list,
     remove_partial,
+    window_probabilities,
     write_outputs,
 )
 from dawnchorus.inference.recordings import FilePrediction
 
 CLASSES = ["amerob", "norcar", "blujay", "houspa"]
+LONG_COLUMNS = ["filename", "start_s", "end_s", "rank", "label", "probability"]
 WINDOW_S = 5.0
 RAVEN_COLUMNS = [
     "Selection",
@@ -125,14 +127,7 @@ def test_species_filter_applies_before_top_k():
     assert pairs(rows) == [(0, "houspa"), (5, "norcar"), (10, "houspa")]
     assert rows["rank"].tolist() == [1, 1, 1]
     np.testing.assert_allclose(rows["probability"], [0.3, 0.8, 0.5])
-    assert rows.columns.tolist() == [
-        "filename",
-        "start_s",
-        "end_s",
-        "rank",
-        "label",
-        "probability",
-    ]
+    assert rows.columns.tolist() == LONG_COLUMNS
 
 
 def test_min_confidence_keeps_probabilities_at_or_above_it():
@@ -280,14 +275,7 @@ def test_wide_csv_holds_the_listed_species_only(tmp_path):
         dawn(), CLASSES, WINDOW_S, DetectionFilter(top_k=1, species=keep.species), paths, 0, 12000
     )
     table = pd.read_csv(paths["csv"])
-    assert table.columns.tolist() == [
-        "filename",
-        "start_s",
-        "end_s",
-        "rank",
-        "label",
-        "probability",
-    ]
+    assert table.columns.tolist() == LONG_COLUMNS
     assert table["label"].tolist() == ["amerob", "norcar", "norcar"]
 
 
@@ -317,3 +305,18 @@ def test_label_formats_default_to_a_min_confidence_and_keep_a_failed_recordings_
     assert is_complete(empty)
     assert pd.read_csv(empty["raven"], sep="\t").columns.tolist() == RAVEN_COLUMNS
     assert empty["audacity"].read_text() == ""
+
+
+def test_wide_rows_top_k_and_min_confidence(tmp_path):
+    prediction = FilePrediction(
+        tmp_path / "a.wav", [5, 10], np.array([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]])
+    )
+    classes = ["a", "b", "c"]
+    wide = window_probabilities(prediction, classes, 5.0)
+    assert wide.columns.tolist() == ["filename", "start_s", "end_s", "a", "b", "c"]
+    top = detections(prediction, classes, 5.0, DetectionFilter(top_k=2))
+    assert top["label"].tolist() == ["b", "c", "a", "c"] and top["rank"].tolist() == [1, 2, 1, 2]
+    sure = detections(prediction, classes, 5.0, DetectionFilter(min_confidence=0.5))
+    assert list(zip(sure["end_s"], sure["label"], strict=True)) == [(5, "b"), (5, "c"), (10, "a")]
+    both = detections(prediction, classes, 5.0, DetectionFilter(min_confidence=0.8, top_k=1))
+    assert both["label"].tolist() == ["b"]

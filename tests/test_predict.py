@@ -17,7 +17,6 @@ from dawnchorus.config import AudioParams, ConfigError, load_config, section_def
 from dawnchorus.inference.engines import PredictionError, load_ensemble
 from dawnchorus.inference.export import ExportError, export_tflite
 from dawnchorus.inference.members import Blend
-from dawnchorus.inference.outputs import detections_table
 from dawnchorus.inference.postprocess import (
     merge_overlapping_windows,
     scale_by_top_windows,
@@ -36,13 +35,6 @@ from dawnchorus.signal.features import log_mel
 pytestmark = pytest.mark.training
 PARAMS = AudioParams.from_config(section_defaults("audio"))
 SETTINGS = {**section_defaults("predict"), "batch_size": 16}
-
-
-@pytest.fixture(scope="module")
-def folds(tmp_path_factory, tiny_demo):
-    root = tmp_path_factory.mktemp("folds")
-    classes = taxonomy_classes(tiny_demo)
-    return [save_fold_model(root / f"fold_{k}.keras", classes, seed=k) for k in range(2)]
 
 
 @pytest.fixture(scope="module")
@@ -337,23 +329,6 @@ def test_predict_folds_must_be_trained_folds():
 
 # --------------------------------------------------------------------------------------------
 # the predict command
-
-
-def test_detections_top_k_and_threshold(tmp_path):
-    from dawnchorus.inference.recordings import FilePrediction
-
-    prediction = FilePrediction(
-        tmp_path / "a.wav", [5, 10], np.array([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]])
-    )
-    classes = ["a", "b", "c"]
-    wide = detections_table(prediction, classes, 5.0)
-    assert wide.columns.tolist() == ["filename", "start_s", "end_s", "a", "b", "c"]
-    top = detections_table(prediction, classes, 5.0, top_k=2)
-    assert top["label"].tolist() == ["b", "c", "a", "c"] and top["rank"].tolist() == [1, 2, 1, 2]
-    sure = detections_table(prediction, classes, 5.0, threshold=0.5)
-    assert list(zip(sure["end_s"], sure["label"], strict=True)) == [(5, "b"), (5, "c"), (10, "a")]
-    both = detections_table(prediction, classes, 5.0, top_k=1, threshold=0.8)
-    assert both["label"].tolist() == ["b"]
 
 
 def test_predict_command_on_a_folder_with_a_bad_file(tmp_path, folds, capsys):

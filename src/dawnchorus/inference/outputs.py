@@ -155,18 +155,6 @@ def detections(
     return long
 
 
-def detections_table(
-    prediction: FilePrediction,
-    classes: Sequence[str],
-    window_s: float,
-    top_k: int | None = None,
-    threshold: float | None = None,
-) -> pd.DataFrame:
-    """Per-window probabilities of one recording: wide (`window_probabilities`) unless `top_k`
-    or `threshold` is given, then long (`detections`, `threshold` its min confidence)."""
-    return _csv_rows(prediction, classes, window_s, DetectionFilter(threshold, top_k), None)
-
-
 def _csv_rows(
     prediction: FilePrediction,
     classes: Sequence[str],
