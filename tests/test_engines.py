@@ -160,3 +160,19 @@ def test_config_refuses_a_precision_the_engine_does_not_run():
     assert load_config(
         overrides={"data_dir": "x", "predict": {"engine": "keras", "precision": "bf16"}}
     )
+
+
+def test_calibration_windows_come_from_soundscapes_as_prediction_cuts_them(
+    tmp_path, tiny_demo, folds
+):
+    from dawnchorus.inference.export import soundscape_calibration
+    from dawnchorus.learning.modelcard import read_metadata
+
+    soundscapes = sorted((tiny_demo / "test_soundscapes").glob("*.ogg"))
+    broken = tmp_path / "broken.ogg"
+    broken.write_bytes(b"OggS not really")
+    calibration = soundscape_calibration([broken, *soundscapes], 10, read_metadata(folds[0]))
+    # 10 asked of 3 files: up to 4 from each readable one, in order, the broken one passed
+    assert calibration.shape == (8, PARAMS.window_frames, PARAMS.n_mels)
+    first = [window_features(w, PARAMS) for w in recording_windows(soundscapes[0], PARAMS, 5)]
+    np.testing.assert_array_equal(calibration[:4], np.stack(first[:4]).astype(np.float32))

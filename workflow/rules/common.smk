@@ -462,6 +462,20 @@ def exported_model():
     return results_path("export", engine_file(PREDICT["engine"], PREDICT["precision"]))
 
 
+def calibration_soundscapes():
+    """Unlabelled soundscapes (train_soundscapes/, evenly spread) whose windows calibrate a
+    reduced precision: the audio the export will predict. [] without them or for fp32."""
+    if PREDICT["engine"] == "keras" or PREDICT["precision"] == "fp32":
+        return []
+    names = list_soundscapes(DATA_DIR)
+    step = max(1, len(names) // CALIBRATION_SOUNDSCAPES)
+    root = DATA_DIR / "train_soundscapes"
+    return [str(root / name) for name in names[::step][:CALIBRATION_SOUNDSCAPES]]
+
+
+CALIBRATION_SOUNDSCAPES = 16  # 8 windows of each give predict.calibration_windows' 128
+
+
 def export_engine_output():
     """The engine's file when it is not model.tflite itself."""
     path = exported_model()

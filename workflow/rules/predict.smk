@@ -6,6 +6,7 @@
 rule export:
     input:
         unpack(export_blend_inputs),
+        calibration_audio=calibration_soundscapes(),
         models=predicted_fold_models(),
         manifest=rules.manifest.output.manifest,
         shards=shard_files(),
