@@ -464,7 +464,8 @@ def exported_model():
 
 def calibration_soundscapes():
     """Unlabelled soundscapes (train_soundscapes/, evenly spread) whose windows calibrate a
-    reduced precision: the audio the export will predict. [] without them or for fp32."""
+    reduced precision: the audio the export will predict. [] without them or for fp32.
+    """
     if PREDICT["engine"] == "keras" or PREDICT["precision"] == "fp32":
         return []
     names = list_soundscapes(DATA_DIR)
