@@ -135,6 +135,7 @@ def save_fold_model(path, classes, seed, normalization="minmax", head="pool"):
 
     params = AudioParams.from_config(section_defaults("audio"))
     segments = 1 if head == "pool" else 2
+    keras.utils.set_random_seed(seed)  # the same models in every run, whatever ran before
     model = build_model(
         len(classes),
         (params.n_mels, params.crop_frames(segments), 1),
@@ -142,14 +143,24 @@ def save_fold_model(path, classes, seed, normalization="minmax", head="pool"):
         head=head,
     )
     rng = np.random.default_rng(seed)
-    # an untrained backbone's features are tiny: scale the logits to a spread of about 2
+    # an untrained backbone's features are tiny (std ~1e-7): scale the logits to a spread of
+    # about 2, half the gain in the backbone's last BatchNormalization and half in the logits'
+    # kernel, so that every weight stays within float16's range (65504) for the fp16 export
     last, features_layer = (
         ("logits", "dropout") if head == "pool" else ("frame_logits", "frame_dropout")
     )
     before = keras.Model(model.input, model.get_layer(features_layer).output)
-    features = before.predict_on_batch(rng.uniform(size=(8, *model.input_shape[1:])))
+    probe = rng.uniform(size=(8, *model.input_shape[1:]))
     kernel, bias = model.get_layer(last).get_weights()
-    scale = 2.0 / (features.std() * np.sqrt(kernel.shape[0]) + 1e-12)
+
+    def gain():
+        return 2.0 / (before.predict_on_batch(probe).std() * np.sqrt(kernel.shape[0]) + 1e-12)
+
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    top_bn = backbone.get_layer("top_bn")
+    gamma, *statistics = top_bn.get_weights()
+    top_bn.set_weights([gamma * np.sqrt(gain()), *statistics])
+    scale = gain()
     model.get_layer(last).set_weights(
         [(rng.normal(0, 1, kernel.shape) * scale).astype("float32"), bias]
     )

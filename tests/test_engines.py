@@ -4,6 +4,7 @@ to the AUC they keep, and an engine that cannot run says so and names the fallba
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -31,11 +32,24 @@ def windows(tiny_demo):
 
 
 @pytest.fixture(scope="module")
-def labels(windows, folds):
+def keras_rows(windows, folds):
+    """The Keras ensemble's scores of every window: what each engine is compared with."""
+    return load_ensemble(folds, threads=2).predict(windows)
+
+
+@pytest.fixture(scope="module")
+def labels(keras_rows):
     """Labels that follow the Keras ensemble's own scores, so both precisions have an AUC well
     above chance and a broken quantisation would show."""
-    scores = load_ensemble(folds).predict(windows)
-    return (scores >= np.quantile(scores, 0.7, axis=0)).astype(np.uint8)
+    return (keras_rows >= np.quantile(keras_rows, 0.7, axis=0)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory, folds, windows):
+    """One ONNX Runtime fp32 export of both folds: its folder and card (copy it to change it)."""
+    out = tmp_path_factory.mktemp("onnx_export") / "model.tflite"
+    choice = EngineChoice("onnxruntime", "fp32")
+    return out.parent, export_tflite(folds, out, windows[:8], 1e-3, threads=2, choice=choice)
 
 
 def reduced(engine, precision, windows, labels, tolerance=0.3):
@@ -57,10 +71,16 @@ def reduced(engine, precision, windows, labels, tolerance=0.3):
     ("engine", "precision"),
     [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("tflite", "int8"), ("tflite", "fp16")],
 )
-def test_each_engine_runs_the_keras_ensemble(tmp_path, folds, windows, labels, engine, precision):
+def test_each_engine_runs_the_keras_ensemble(
+    tmp_path, folds, windows, labels, keras_rows, onnx_export, engine, precision
+):
     out = tmp_path / "model.tflite"
-    choice = reduced(engine, precision, windows, labels)
-    card = export_tflite(folds, out, windows[:8], 1e-3, threads=2, choice=choice)
+    if (engine, precision) == ("onnxruntime", "fp32"):
+        shutil.copytree(onnx_export[0], tmp_path, dirs_exist_ok=True)
+        card = onnx_export[1]
+    else:
+        choice = reduced(engine, precision, windows, labels)
+        card = export_tflite(folds, out, windows[:8], 1e-3, threads=2, choice=choice)
     assert card["engine"] == {
         "engine": engine,
         "precision": precision,
@@ -73,7 +93,6 @@ def test_each_engine_runs_the_keras_ensemble(tmp_path, folds, windows, labels, e
     # the export folder runs the engine it was made for
     ensemble = load_ensemble([tmp_path], threads=2)
     assert ensemble.engine == f"{engine}-{precision}"
-    keras_rows = load_ensemble(folds, threads=2).predict(windows)
     rows = ensemble.predict(windows)
     checks = card["checks"][f"{engine}-{precision}"]
     if precision == "fp32":
@@ -81,9 +100,10 @@ def test_each_engine_runs_the_keras_ensemble(tmp_path, folds, windows, labels, e
         assert checks["max_abs_difference"] <= 1e-3
     else:
         assert np.abs(rows - keras_rows).max() > 0, "reduced"
+        # float16 rounds the weights only, int8 the activations too (4e-4 and 0.05 seen here)
+        assert np.abs(rows - keras_rows).max() <= {"fp16": 0.01, "int8": 0.2}[precision]
         correlation = np.corrcoef(rows.ravel(), keras_rows.ravel())[0, 1]
-        # fp16 on tiny random models varies most (0.77 to 0.96 seen); broken would be ~0
-        assert correlation > 0.6, "not broken"
+        assert correlation > 0.95, "the ensemble's scores, not noise (0.997 seen in int8)"
         # the figures in the card are those of the windows held out from calibration
         half = len(windows) // 2
         fp32_rows = load_ensemble([out], threads=2).predict(windows[half:])
@@ -102,13 +122,15 @@ def test_a_reduced_precision_losing_too_much_auc_is_refused(tmp_path, folds, win
     # a tolerance below any possible change: the refusal and its figures, nothing written
     choice = reduced("onnxruntime", "int8", windows, labels, tolerance=-1.0)
     with pytest.raises(ExportError, match=r"loses .* macro AUC against the fp32 export \(0\.\d+"):
-        export_tflite(folds, out, windows[:8], 1e-3, threads=2, choice=choice)
+        export_tflite(folds[:1], out, windows[:8], 1e-3, threads=2, choice=choice)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_new_export_removes_the_engine_files_of_an_earlier_one(tmp_path, folds, windows):
+def test_a_new_export_removes_the_engine_files_of_an_earlier_one(
+    tmp_path, folds, windows, onnx_export
+):
     out = tmp_path / "model.tflite"
-    export_tflite(folds, out, windows[:8], 1e-3, choice=EngineChoice("onnxruntime", "fp32"))
+    shutil.copytree(onnx_export[0], tmp_path, dirs_exist_ok=True)
     assert (tmp_path / "model.onnx").is_file()
     card = export_tflite(folds[:1], out, windows[:8], 1e-3)
     assert card["engine"]["file"] == "model.tflite"
@@ -117,10 +139,9 @@ def test_a_new_export_removes_the_engine_files_of_an_earlier_one(tmp_path, folds
 
 
 def test_an_engine_that_cannot_run_names_itself_and_the_fallback(
-    tmp_path, folds, windows, monkeypatch, capsys
+    tmp_path, onnx_export, monkeypatch, capsys
 ):
-    out = tmp_path / "model.tflite"
-    export_tflite(folds, out, windows[:8], 1e-3, choice=EngineChoice("onnxruntime", "fp32"))
+    shutil.copytree(onnx_export[0], tmp_path, dirs_exist_ok=True)
     # not installed (the openvino extra): an import that fails, as on a machine without it
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(
@@ -144,8 +165,7 @@ def test_an_engine_that_cannot_run_names_itself_and_the_fallback(
 
 
 def test_an_export_of_another_engine_is_named_not_guessed(tmp_path, folds, windows):
-    out = tmp_path / "model.tflite"
-    export_tflite(folds, out, windows[:8], 1e-3)
+    export_tflite(folds[:1], tmp_path / "model.tflite", windows[:8], 1e-3)
     with pytest.raises(Exception, match=r"model.int8.onnx not found: .* was made for tflite-fp32"):
         load_ensemble([tmp_path], engine="onnxruntime", precision="int8")
     card = json.loads((tmp_path / "model.json").read_text())
