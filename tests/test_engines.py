@@ -46,10 +46,12 @@ def labels(keras_rows):
 
 @pytest.fixture(scope="module")
 def onnx_export(tmp_path_factory, folds, windows):
-    """One ONNX Runtime fp32 export of both folds: its folder and card (copy it to change it)."""
+    """One ONNX Runtime fp32 export of both folds: its folder (copy it to change it)."""
     out = tmp_path_factory.mktemp("onnx_export") / "model.tflite"
-    choice = EngineChoice("onnxruntime", "fp32")
-    return out.parent, export_tflite(folds, out, windows[:8], 1e-3, threads=2, choice=choice)
+    export_tflite(
+        folds, out, windows[:8], 1e-3, threads=2, choice=EngineChoice("onnxruntime", "fp32")
+    )
+    return out.parent
 
 
 def reduced(engine, precision, windows, labels, tolerance=0.3):
@@ -76,8 +78,8 @@ def test_each_engine_runs_the_keras_ensemble(
 ):
     out = tmp_path / "model.tflite"
     if (engine, precision) == ("onnxruntime", "fp32"):
-        shutil.copytree(onnx_export[0], tmp_path, dirs_exist_ok=True)
-        card = onnx_export[1]
+        shutil.copytree(onnx_export, tmp_path, dirs_exist_ok=True)
+        card = json.loads((tmp_path / "model.json").read_text())
     else:
         choice = reduced(engine, precision, windows, labels)
         card = export_tflite(folds, out, windows[:8], 1e-3, threads=2, choice=choice)
@@ -130,7 +132,7 @@ def test_a_new_export_removes_the_engine_files_of_an_earlier_one(
     tmp_path, folds, windows, onnx_export
 ):
     out = tmp_path / "model.tflite"
-    shutil.copytree(onnx_export[0], tmp_path, dirs_exist_ok=True)
+    shutil.copytree(onnx_export, tmp_path, dirs_exist_ok=True)
     assert (tmp_path / "model.onnx").is_file()
     card = export_tflite(folds[:1], out, windows[:8], 1e-3)
     assert card["engine"]["file"] == "model.tflite"
@@ -141,7 +143,7 @@ def test_a_new_export_removes_the_engine_files_of_an_earlier_one(
 def test_an_engine_that_cannot_run_names_itself_and_the_fallback(
     tmp_path, onnx_export, monkeypatch, capsys
 ):
-    shutil.copytree(onnx_export[0], tmp_path, dirs_exist_ok=True)
+    shutil.copytree(onnx_export, tmp_path, dirs_exist_ok=True)
     # not installed (the openvino extra): an import that fails, as on a machine without it
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(
