@@ -688,7 +688,7 @@ def test_kill_9_during_epoch_2_resumes_from_the_backup(tmp_path, tiny_demo):
     backup = fold_dir / "work" / "backup"
 
     run = _start_snakemake([*args, "--", target], tmp_path)
-    assert _wait_for(lambda: epochs_backed_up(backup) >= 1, timeout=420), "no epoch finished"
+    assert _wait_for(lambda: epochs_backed_up(backup) >= 1, timeout=900), "no epoch finished"
     os.killpg(run.pid, signal.SIGKILL)  # workflow and job together, as when a node dies
     run.wait()
     killed_after = epochs_backed_up(backup)
