@@ -37,8 +37,9 @@ demo: venv demo-data
 
 # Two test processes, each taking whole test files (the SLURM tests share one cluster and one
 # run): those spend most of their time waiting for the scheduler while the other process trains.
+# Files go in the order tests/conftest.py gives them, the slowest first.
 test: venv
-	$(BIN)/python -m pytest -n 2 --dist loadscope
+	$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 # the inference benchmark's peer, BirdNET, comes with the venv's `birdnet` extra
 bench: venv

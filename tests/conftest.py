@@ -4,6 +4,31 @@ import pytest
 
 from dawnchorus.demo.layout import generate_demo_data
 
+# The slowest files first. `make test` hands whole files to two processes in collection order
+# (--dist loadscope --no-loadscope-reorder): a file of many minutes begun last runs alone at the
+# end (the SLURM file, begun 15 minutes in, took a CI run to 43 minutes). Each of these holds
+# several minutes of training or Snakemake runs on two cores (`pytest --durations`).
+SLOWEST_FILES_FIRST = (
+    "test_cluster.py",
+    "test_workflow.py",
+    "test_tune.py",
+    "test_train.py",
+    "test_predict.py",
+    "test_engines.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return (
+            SLOWEST_FILES_FIRST.index(name)
+            if name in SLOWEST_FILES_FIRST
+            else len(SLOWEST_FILES_FIRST)
+        )
+
+    items.sort(key=rank)  # stable: within a file, and among the other files, the usual order
+
 
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory):
