@@ -129,3 +129,28 @@ def test_sed_model_saves_and_loads_with_its_attention_pooling(tmp_path):
     loaded = keras.models.load_model(tmp_path / "sed.keras")
     x = np.random.default_rng(1).random((2, 128, 626, 1)).astype("float32")
     np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["pool", "sed"])
+def test_small_cnn_has_efficientnets_stride_and_saves_and_loads(tmp_path, head):
+    """The plumbing backbone: the same input adapter, heads, SED frames and file as
+    EfficientNet-B0's, about 1/60 of its weights."""
+    from dawnchorus.learning.model import frame_output
+
+    crop = (128, 626, 1) if head == "sed" else INPUT
+    model = build_model(4, crop, image_size=(32, 64), backbone="small_cnn", head=head)
+    backbone = model.get_layer("small_cnn")
+    # 32x64 images: a 1x2 feature map (stride 32), or its average
+    assert backbone.output_shape == ((None, 1, 2, 128) if head == "sed" else (None, 128))
+    assert model.count_params() < build_model(4, crop, (32, 64), head=head).count_params() / 40
+    if head == "sed":
+        assert keras.Model(model.input, frame_output(model)).output_shape == (None, 2, 2, 4)
+    model.save(tmp_path / "small.keras")
+    loaded = keras.models.load_model(tmp_path / "small.keras")
+    x = np.random.default_rng(2).random((2, *crop)).astype("float32")
+    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6)
+
+
+def test_small_cnn_refuses_pretrained_weights():
+    with pytest.raises(WeightsError, match="small_cnn has no pretrained weights"):
+        build_model(3, INPUT, image_size=(32, 32), backbone="small_cnn", weights="imagenet")

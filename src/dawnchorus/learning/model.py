@@ -28,7 +28,32 @@ from keras import layers, ops
 
 log = logging.getLogger(__name__)
 
-BACKBONES = {"efficientnet_b0": keras.applications.EfficientNetB0}
+
+def small_cnn(include_top=False, weights=None, input_shape=None, pooling="avg") -> keras.Model:
+    """Five strided convolution blocks (about 60k weights), with EfficientNet-B0's stride (32),
+    input range (0..255) and last layer names (`top_conv`, `top_bn`), so that every head and
+    export path runs on it. Its training graph traces in seconds where EfficientNet-B0's takes
+    half a minute on a CPU: for smoke runs of a new setup and the tests of plumbing; it learns
+    far less. Keras Applications' signature; it has no pretrained weights."""
+    if include_top or weights is not None:
+        raise WeightsError("model.weights: small_cnn has no pretrained weights (use 'none')")
+    images = keras.Input(shape=tuple(input_shape))
+    x = layers.Rescaling(1 / 255.0, name="rescaling")(images)
+    for block, filters in enumerate((16, 24, 32, 48, 64), start=1):
+        x = layers.Conv2D(
+            filters, 3, strides=2, padding="same", use_bias=False, name=f"block{block}_conv"
+        )(x)
+        x = layers.BatchNormalization(name=f"block{block}_bn")(x)
+        x = layers.Activation("swish", name=f"block{block}_activation")(x)
+    x = layers.Conv2D(128, 1, use_bias=False, name="top_conv")(x)
+    x = layers.BatchNormalization(name="top_bn")(x)
+    x = layers.Activation("swish", name="top_activation")(x)
+    if pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(images, x, name="small_cnn")
+
+
+BACKBONES = {"efficientnet_b0": keras.applications.EfficientNetB0, "small_cnn": small_cnn}
 HEADS = ("pool", "sed")
 KERAS_DROP_CONNECT = 0.2  # EfficientNet's stochastic depth rate in Keras Applications
 SED_HIDDEN_UNITS = 256  # the per-frame layer before the two frame outputs
@@ -65,6 +90,8 @@ def build_backbone(
         raise ValueError(f"unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
     constructor = BACKBONES[name]
     shape = tuple(input_shape)
+    if name == "small_cnn" and weights != "none":
+        raise WeightsError("model.weights: small_cnn has no pretrained weights (use 'none')")
     if weights == "none":
         return constructor(include_top=False, weights=None, input_shape=shape, pooling=pooling)
     if weights == "imagenet":
