@@ -15,6 +15,7 @@ from dawnchorus.config import load_config
 from dawnchorus.data.folds import load_labelled_clips
 from dawnchorus.learning.fold_data import EVALUATION_BATCH_SIZE, FoldPaths, TrainingError
 from dawnchorus.learning.metrics import birdclef_auc
+from dawnchorus.learning.modelcard import read_metadata
 from dawnchorus.learning.optimization import Hyperparameters
 from dawnchorus.learning.train import train_fold
 
@@ -37,7 +38,14 @@ def small_config(model=None, **training):
         None,
         {
             "data_dir": "unused",
-            "model": {"image_size": [32, 64], "bn_momentum": 0.9, **(model or {})},
+            # the training loop's plumbing: a backbone that traces in seconds (EfficientNet-B0
+            # trains in the debug DAG of test_workflow.py)
+            "model": {
+                "image_size": [32, 64],
+                "bn_momentum": 0.9,
+                "backbone": "small_cnn",
+                **(model or {}),
+            },
             "training": {"epochs": 2, "batch_size": 8, "val_windows": 1, **training},
         },
     )
@@ -84,10 +92,14 @@ def test_one_fold_writes_model_history_metrics_and_oof(tiny_prepared, tmp_path, 
     store = ClipStore(tiny_prepared.shards, tiny_prepared.params, clips.filenames, 1000)
     crop = tiny_prepared.params.crop_frames(2)  # model.input_s 10 s: two windows
     assert model.input_shape[2] == crop
-    windows = evaluation_windows(store, val_rows, 1, crop)
+    training = config["training"]
+    windows = evaluation_windows(store, val_rows, 1, crop, training["val_hops"])
     store.close()
-    logits = model.predict(windows.dataset("minmax", EVALUATION_BATCH_SIZE), verbose=0)
-    scores = windows.per_clip(1 / (1 + np.exp(-logits)))
+    normalization = read_metadata(paths.model)["normalization"]
+    logits = model.predict(windows.dataset(normalization, EVALUATION_BATCH_SIZE), verbose=0)
+    scores = windows.per_clip(
+        1 / (1 + np.exp(-logits)), training["val_pooling"], training["val_pooling_power"]
+    )
     # (the training-time evaluation and a fresh predict run different float32 kernels: the SED
     # head's attention pooling leaves up to ~3e-5 between them)
     np.testing.assert_allclose(scores, oof[clips.classes].to_numpy(), atol=1e-4)
