@@ -14,7 +14,7 @@ CORES ?= all
 # predict (the TFLite export and BirdNET, one thread each in turn) then runs beside the ablation.
 DEMO_THREADS ?= --set-threads train_fold=1 train_round_fold=1 pseudo_labels=1 export=1 soundscape_ablation=1 predict=1
 
-.PHONY: venv demo demo-data test bench lint clean
+.PHONY: venv demo demo-data test test-fast bench lint clean
 
 venv: $(INSTALLED)
 
@@ -37,9 +37,14 @@ demo: venv demo-data
 
 # Two test processes, each taking whole test files (the SLURM tests share one cluster and one
 # run): those spend most of their time waiting for the scheduler while the other process trains.
-# Files go in the order tests/conftest.py gives them, the slowest first.
+# Files go in the order tests/conftest.py gives them: the debug DAG's run, shared by the tests
+# that read or copy it, starts first.
 test: venv
 	$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder
+
+# The inner loop: no Keras training or model export, no Snakemake run (a few minutes at most).
+test-fast: venv
+	$(BIN)/python -m pytest -n 2 -m "not training and not workflow"
 
 # the inference benchmark's peer, BirdNET, comes with the venv's `birdnet` extra
 bench: venv
