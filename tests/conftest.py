@@ -22,6 +22,7 @@ FILES_FIRST = (
     "test_train.py",
     "test_predict.py",
     "test_archive.py",
+    "test_reference.py",
     "test_cluster.py",
 )
 
