@@ -13,17 +13,16 @@ from dawnchorus.demo.layout import generate_demo_data
 
 # `make test` hands whole files to two processes in this order (--dist loadscope
 # --no-loadscope-reorder), the others after them. test_workflow.py first: its first test starts
-# the shared debug run (`debug_run`), about 6 minutes of its process; test_cluster.py, which
+# the shared debug run (`debug_run`), about 7 minutes of its process; test_cluster.py, which
 # copies that run, comes after files that keep the other process busy about as long.
 FILES_FIRST = (
     "test_workflow.py",
+    "test_workflow_stages.py",
     "test_engines.py",
     "test_tune.py",
+    "test_cluster.py",
     "test_train.py",
     "test_predict.py",
-    "test_archive.py",
-    "test_reference.py",
-    "test_cluster.py",
 )
 
 

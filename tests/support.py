@@ -211,6 +211,52 @@ def run_snakemake(
     return result
 
 
+def job_counts(stdout: str) -> dict[str, int]:
+    """Snakemake's "Job stats" table (a plan or a run) as {rule: jobs, "total": jobs}."""
+    import re
+
+    table = stdout.split("Job stats:")[1].split("\n\n")[0]
+    return {
+        m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
+    }
+
+
+def start_snakemake(args, workdir):
+    """The real Snakemake CLI started in its own process group (to be killed as a node dies)."""
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--cores",
+        "2",
+        *args,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def wait_for(predicate, timeout=180.0):
+    """predicate() until true (True) or `timeout` seconds pass (False)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
 HIDDEN_WIDTH = 16
 
 
