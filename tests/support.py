@@ -177,6 +177,14 @@ def save_fold_model(path, classes, seed, normalization="minmax", head="pool", ba
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# Snakemake imports every executor plugin it finds, and the SLURM plugin asks the controller for its
+# configuration (`scontrol show config`) while importing: on a machine with SLURM installed and no
+# controller up (the test cluster before or after test_cluster.py), that is ~9 s of connection
+# retries per Snakemake start. Local runs never use SLURM: point them at an empty configuration,
+# which scontrol refuses at once. The cluster tests keep the machine's real one.
+LOCAL_RUN_ENV = {"SLURM_CONF": "/dev/null"}
+
+
 def snakemake_cli(*args: str) -> list[str]:
     """The command line of the real Snakemake CLI on this repository's Snakefile, two cores."""
     import sys
@@ -206,7 +214,7 @@ def run_snakemake(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **LOCAL_RUN_ENV, **(env or {})},
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -228,11 +236,13 @@ def job_counts(stdout: str) -> dict[str, int]:
 
 def start_snakemake(args, workdir):
     """The real Snakemake CLI started in its own process group (to be killed as a node dies)."""
+    import os
     import subprocess
 
     return subprocess.Popen(
         snakemake_cli(*args),
         cwd=workdir,
+        env={**os.environ, **LOCAL_RUN_ENV},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
