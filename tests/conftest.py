@@ -20,10 +20,29 @@ FILES_FIRST = (
     "test_workflow_stages.py",
     "test_engines.py",
     "test_tune.py",
-    "test_cluster.py",
     "test_train.py",
+    "test_model.py",
+    "test_cluster.py",
     "test_predict.py",
 )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With DAWNCHORUS_TEST_TIMELINE=FILE, a line per test (process, start, end, test) in FILE:
+    where each of the two processes spends its time, to balance FILES_FIRST."""
+    timeline = os.environ.get("DAWNCHORUS_TEST_TIMELINE")
+    if not timeline:
+        return (yield)
+    import time
+
+    start = time.time()
+    try:
+        return (yield)
+    finally:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(timeline, "a", encoding="utf-8") as handle:
+            handle.write(f"{worker}\t{start:.1f}\t{time.time():.1f}\t{item.nodeid}\n")
 
 
 def pytest_collection_modifyitems(items):
