@@ -171,6 +171,7 @@ def time_archive(folder: Path, models: Path, workers: int, threads: int, out: Pa
         "--cnn-only",
         "--out",
         str(out),
+        "--overwrite",
         "--workers",
         str(workers),
         "--threads",

@@ -17,6 +17,7 @@ from support import save_fold_model, taxonomy_classes, tone, write_audio
 from dawnchorus.config import AudioParams, section_defaults
 from dawnchorus.inference.export import export_tflite
 from dawnchorus.inference.recordings import recording_windows, window_features
+from dawnchorus.inference.run_record import read_ledger
 
 pytestmark = pytest.mark.training
 PARAMS = AudioParams.from_config(section_defaults("audio"))
@@ -40,7 +41,7 @@ def predict_command(archive, export, out, workers=2) -> list[str]:
     return [
         sys.executable, "-m", "dawnchorus.cli", "predict", str(archive), "--models", str(export),
         "--out", str(out), "--workers", str(workers), "--threads", str(workers),
-        "--format", "csv", "raven", "audacity",
+        "--format", "csv,raven,audacity",
     ]  # fmt: skip
 
 
@@ -68,22 +69,26 @@ def test_a_killed_run_started_again_predicts_every_file_once(tmp_path, export):
         time.sleep(0.05)
     os.killpg(run.pid, signal.SIGKILL)  # the run and its workers, as a cluster job is killed
     run.wait()
+    # finished: the recordings recordings.csv lists (their outputs were all in place first)
+    finished = read_ledger(out)
     complete = {
         path: path.stat().st_mtime_ns
         for path in outputs_of(out, ".csv")
-        if path.with_name(path.name[: -len(".csv")] + ".labels.txt").exists()
-        and path.with_name(path.name[: -len(".csv")] + ".selections.txt").exists()
+        if str(archive / path.relative_to(out).with_suffix("")) in finished
     }
-    assert N_FILES // 3 <= len(complete) < N_FILES, "killed half way"
+    assert N_FILES // 3 <= len(finished) < N_FILES, "killed half way"
+    broken_done = str(archive / "site0" / "broken.wav") in finished
+    assert len(complete) == len(finished) - broken_done
 
     resumed = subprocess.run(command, capture_output=True, text=True, check=False)
     assert resumed.returncode == 1, "broken.wav is a problem"
-    assert f"{len(complete)} recording(s) skipped" in resumed.stderr
-    predicted = N_FILES + 1 - len(complete)
-    assert f"{predicted} recording(s) predicted" in resumed.stderr
+    assert f"{len(finished)} recording(s) skipped" in resumed.stderr
+    predicted = N_FILES - len(complete)
+    assert f"{predicted} recording(s) predicted (" in resumed.stderr
+    assert ("1 recording(s) failed" in resumed.stderr) != broken_done
     assert not list(out.rglob("*.part")), "the killed run's half-written files are gone"
     for suffix in (".csv", ".selections.txt", ".labels.txt"):
-        assert len(outputs_of(out, suffix)) == N_FILES + 1
+        assert len(outputs_of(out, suffix)) == N_FILES, "none for broken.wav"
     # what the first run finished was not predicted again
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in complete.items())
     # every file has its one window, once
@@ -92,3 +97,4 @@ def test_a_killed_run_started_again_predicts_every_file_once(tmp_path, export):
     assert len(rows) == N_FILES and rows["filename"].is_unique
     problems = pd.read_csv(out / "problems.csv")
     assert problems["path"].tolist() == [str(archive / "site0" / "broken.wav")]
+    assert len(read_ledger(out)) == N_FILES + 1

@@ -8,7 +8,16 @@ import pytest
 from support import tone, truncated_ogg, write_audio
 
 from dawnchorus.config import AudioParams, load_config
-from dawnchorus.signal.audio import AudioError, check_usable, load_audio, peak_dbfs, probe_audio
+from dawnchorus.signal.audio import (
+    AudioError,
+    _ogg_crc,
+    check_usable,
+    load_audio,
+    ogg_stream_unfinished,
+    peak_dbfs,
+    probe_audio,
+    stream_audio,
+)
 from dawnchorus.signal.features import log_mel, mel_filterbank, n_frames_for
 
 
@@ -57,7 +66,7 @@ def test_max_duration_decodes_only_the_beginning(tmp_path):
     ("make", "reason"),
     [
         (lambda p: p.write_bytes(b""), "empty file"),
-        (lambda p: p.write_text("this is not audio\n" * 20), "unreadable audio header"),
+        (lambda p: p.write_text("this is not audio\n" * 20), "not an audio file"),
         (lambda p: p.write_bytes(truncated_ogg(10, 0.02)), "unreadable audio header"),
         (lambda p: p.mkdir(), "not a regular file"),
         (lambda p: None, "file not found"),
@@ -72,11 +81,67 @@ def test_unreadable_files_give_a_reason(tmp_path, make, reason):
 
 
 def test_truncated_ogg_body_decodes_what_is_there(tmp_path):
+    """A cut OGG's header gives only the pages there (libsndfile counts them): decoding stops
+    at the cut and says so; the blocks before it are streamed first."""
     path = tmp_path / "half.ogg"
     path.write_bytes(truncated_ogg(10, 0.5))
     info = probe_audio(path)
     assert 2 < info.duration_s < 8
-    assert len(load_audio(path, 32000)) > 32000
+    with pytest.raises(AudioError, match="truncated: the Ogg stream stops without its end"):
+        load_audio(path, 32000)
+    blocks = []
+    with pytest.raises(AudioError, match=r"after \d\.\d s"):
+        for block in stream_audio(path, 32000):
+            blocks.append(block)
+    assert len(np.concatenate(blocks)) == pytest.approx(info.frames, abs=1)
+
+
+@pytest.mark.parametrize("suffix", [".ogg", ".flac", ".mp3", ".wav"])
+def test_a_recording_cut_in_half_is_truncated_not_shorter(tmp_path, suffix):
+    """`head -c` half of a 60-s file: every format says how much of what was decoded, the
+    windows before the cut are still streamed, and the whole file passes."""
+    whole = write_audio(tmp_path / f"whole{suffix}", tone(60.0, 32000), 32000)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert len(load_audio(whole, 32000)) == 60 * 32000
+    assert sum(map(len, stream_audio(whole, 32000))) == 60 * 32000
+
+    decoded = []
+    with pytest.raises(AudioError, match="truncated") as raised:
+        for block in stream_audio(cut, 32000):
+            decoded.append(block)
+    seconds = sum(map(len, decoded)) / 32000
+    assert 20 < seconds < 40
+    if suffix != ".ogg":  # the others' headers keep the full length
+        assert f"truncated: {seconds:.1f} of 60.0 s decoded" in str(raised.value)
+    with pytest.raises(AudioError, match="truncated"):
+        load_audio(cut, 32000)
+    # the first 10 s are whole: a caller that reads no further is not stopped
+    assert len(load_audio(cut, 32000, max_duration_s=10)) == 10 * 32000
+
+
+def test_ogg_end_check_reads_the_last_page_only_when_whole(tmp_path):
+    whole = write_audio(tmp_path / "whole.ogg", tone(20.0, 32000), 32000)
+    assert not ogg_stream_unfinished(whole)
+    data = whole.read_bytes()
+    for cut in (1, 100, len(data) // 3):
+        (tmp_path / "cut.ogg").write_bytes(data[:-cut])
+        assert ogg_stream_unfinished(tmp_path / "cut.ogg"), cut
+    # the last page whole, its checksum right, but without the end-of-stream flag: a stream
+    # whose writer stopped before its end
+    last = data.rfind(b"OggS")
+    page = bytearray(data[last:])
+    page[5] &= ~0x04
+    page[22:26] = bytes(4)
+    page[22:26] = _ogg_crc(bytes(page)).to_bytes(4, "little")
+    (tmp_path / "open.ogg").write_bytes(data[:last] + bytes(page))
+    assert ogg_stream_unfinished(tmp_path / "open.ogg")
+    page[5] |= 0x04  # the same page flagged: whole again
+    page[22:26] = bytes(4)
+    page[22:26] = _ogg_crc(bytes(page)).to_bytes(4, "little")
+    (tmp_path / "closed.ogg").write_bytes(data[:last] + bytes(page))
+    assert (tmp_path / "closed.ogg").read_bytes() == data
+    assert not ogg_stream_unfinished(write_audio(tmp_path / "a.flac", tone(1.0, 32000), 32000))
 
 
 def test_nan_and_silence_are_unusable():

@@ -69,7 +69,7 @@ def messy_dataset(tmp_path):
 EXPECTED_REJECTIONS = {
     "zero_byte": "empty file",
     "truncated": "unreadable audio header",
-    "text_as_ogg": "unreadable audio header",
+    "text_as_ogg": "not an audio file",
     "missing": "file not found",
     "too_short": "shorter than one FFT window",
     "bad_secondary_unclosed": "malformed secondary_labels",

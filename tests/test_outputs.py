@@ -79,21 +79,23 @@ def test_raven_table_reads_back_with_ravens_columns(tmp_path):
 
 def test_combined_raven_table_numbers_across_recordings_and_names_each(tmp_path):
     keep = DetectionFilter(top_k=1)
-    first, second = dawn(tmp_path / "a.ogg"), dawn(tmp_path / "b.wav")
+    first, second = dawn(tmp_path / "a.ogg", duration_s=14.5), dawn(tmp_path / "b.wav")
     jobs = []
     for prediction in (first, second):
         paths = output_paths(prediction.path, None, tmp_path / "out", ["csv", "raven"])
         write_outputs(prediction, CLASSES, WINDOW_S, keep, paths, 0, 12000)
         jobs.append(SimpleNamespace(recording=prediction.path, outputs=paths))
-    written = combine_outputs(jobs, tmp_path / "out", ["csv", "raven", "audacity"])
+    durations = {first.path: 14.5, second.path: 15.0}  # a.ogg's last window: 10-14.5 s
+    written = combine_outputs(jobs, tmp_path / "out", ["csv", "raven", "audacity"], durations)
     assert [path.name for path in written] == ["combined.csv", "combined.selections.txt"]
     table = pd.read_csv(written[1], sep="\t")
     assert table.columns.tolist() == [*RAVEN_COLUMNS, "Begin Path", "File Offset (s)"]
     assert table["Selection"].tolist() == [1, 2, 3, 4, 5, 6]
     assert table["Begin Path"].tolist() == [str(first.path)] * 3 + [str(second.path)] * 3
-    # times stay per recording: the second recording's first selection starts at its 0 s
-    assert table["Begin Time (s)"].tolist() == [0, 5, 10, 0, 5, 10]
-    assert table["File Offset (s)"].tolist() == table["Begin Time (s)"].tolist()
+    # Raven's multi-file timeline: b.wav starts where a.ogg ends (14.5 s)
+    assert table["Begin Time (s)"].tolist() == [0, 5, 10, 14.5, 19.5, 24.5]
+    assert table["End Time (s)"].tolist() == [5, 10, 14.5, 19.5, 24.5, 29.5]
+    assert table["File Offset (s)"].tolist() == [0, 5, 10, 0, 5, 10]
     csv = pd.read_csv(written[0])
     assert csv["filename"].tolist() == [str(first.path)] * 3 + [str(second.path)] * 3
 

@@ -242,7 +242,7 @@ def test_submission_keeps_every_row_of_bad_soundscapes(tmp_path, tiny_demo, expo
     cut.write_bytes(soundscapes[1].read_bytes()[: int(soundscapes[1].stat().st_size * 0.4)])
     empty = folder / "ZZ_empty.ogg"  # not listed: 60 s of fallback rows
     empty.write_bytes(b"")
-    short = folder / "ZZ_short.ogg"  # not listed, decodable: its own (one) window
+    short = folder / "ZZ_short.ogg"  # not listed, cut after 1.8 s: one window, the rest filled
     short.write_bytes(truncated_ogg(60.0, 0.03))
     blend = Blend(load_ensemble([exported[0]]))
     classes = taxonomy_classes(tiny_demo)
@@ -255,12 +255,14 @@ def test_submission_keeps_every_row_of_bad_soundscapes(tmp_path, tiny_demo, expo
     assert submission["row_id"][~unlisted].tolist() == sample["row_id"].tolist()
     assert submission["row_id"][unlisted].tolist() == [
         *(f"ZZ_empty_{end}" for end in range(5, 61, 5)),
-        "ZZ_short_5",
+        *(f"ZZ_short_{end}" for end in range(5, 61, 5)),
     ]
     problems = problems.set_index("filename")
-    assert problems.index.tolist() == [cut.name, empty.name]
+    assert problems.index.tolist() == [cut.name, empty.name, short.name]
     assert problems.loc[empty.name, "filled_rows"] == 12
-    assert "shorter than sample_submission.csv" in problems.loc[cut.name, "reason"]
+    assert problems.loc[short.name, ["predicted_rows", "filled_rows"]].tolist() == [1, 11]
+    assert problems.loc[short.name, "reason"].startswith("truncated: the Ogg stream stops")
+    assert problems.loc[cut.name, "reason"].startswith("truncated: the Ogg stream stops")
     assert 3 <= problems.loc[cut.name, "predicted_rows"] <= 6
     assert problems.loc[cut.name, ["predicted_rows", "filled_rows"]].sum() == 12
     filled = submission.set_index("row_id").loc[f"{cut.stem}_60"]
@@ -338,7 +340,7 @@ def test_predict_command_on_a_folder_with_a_bad_file(tmp_path, folds, capsys):
     (recordings / "broken.ogg").write_bytes(b"OggS not really")
     (recordings / "notes.txt").write_text("not audio")
     out = tmp_path / "detections"
-    argv = ["predict", "--models", *map(str, folds), "--out", str(out), "--combine"]
+    argv = ["predict", "--models", ",".join(map(str, folds)), "--out", str(out), "--combine"]
     code = main([*argv, str(recordings)])
     assert code == 1, "a recording could not be decoded"
     assert "broken.ogg" in capsys.readouterr().err
@@ -349,7 +351,7 @@ def test_predict_command_on_a_folder_with_a_bad_file(tmp_path, folds, capsys):
         str(recordings / "dusk.flac"): 1,
         str(recordings / "site_a" / "dawn.wav"): 3,
     }
-    assert table["end_s"].tolist() == [5, 5, 10, 15]
+    assert table["end_s"].tolist() == [4, 5, 10, 12], "each recording's last window ends with it"
     assert len(table.columns) == 3 + len(read_metadata(folds[0])["classes"])
 
     # started again: nothing to predict, the problem still reported
@@ -376,7 +378,7 @@ def test_predict_command_smooths_unless_told_not_to(tmp_path, folds, capsys):
         "scaled": ["--smoothing-kernel", "1", "--scale-by-top-windows", "2"],
     }.items():
         out = tmp_path / name
-        argv = ["predict", "--models", *map(str, folds), "--out", str(out), *options]
+        argv = ["predict", "--models", ",".join(map(str, folds)), "--out", str(out), *options]
         assert main([*argv, str(recording)]) == 0
         tables[name] = pd.read_csv(out / "dawn.wav.csv").iloc[:, 3:].to_numpy()
     raw = tables["raw"]

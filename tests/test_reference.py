@@ -216,7 +216,7 @@ def test_embedding_shard_round_trip(tmp_path, tiny_model, settings, recordings):
     expected = model.embed(cut_windows(load_audio(recordings[0][1], SAMPLE_RATE), 1.0))
     np.testing.assert_allclose(stored, expected, atol=1e-6)
     assert set(reasons) == {"c/empty.ogg", "d/corrupt.ogg", "e/nan.wav"}
-    assert "cannot decode" in reasons["c/empty.ogg"] and "NaN" in reasons["e/nan.wav"]
+    assert reasons["c/empty.ogg"] == "empty file (0 bytes)" and "NaN" in reasons["e/nan.wav"]
     assert attrs["format_version"] == FORMAT_VERSION
     assert attrs["model_file"] == path.name and attrs["model_sha256"] == model.sha256
     assert (attrs["sample_rate"], attrs["window_s"], attrs["embedding_dim"]) == (48000, 3, 16)

@@ -104,10 +104,13 @@ def _add_predict(subparsers) -> None:
     parser.add_argument("inputs", nargs="+", metavar="AUDIO_OR_FOLDER")
     parser.add_argument(
         "--models",
-        nargs="+",
+        type=_comma_list,
+        action="extend",
         required=True,
-        help="fold models (results/models/fold_*/model.keras) or one export: its folder "
-        "(results/export, run by the engine and precision it was made for) or one of its files",
+        metavar="MODEL[,MODEL…]",
+        help="one export: its folder (results/export, run by the engine and precision it was "
+        "made for) or one of its files; or Keras fold models: their folder (results/models: "
+        "every fold_*/model.keras) or the files, comma-separated or one --models each",
     )
     parser.add_argument(
         "--engine",
@@ -125,17 +128,24 @@ def _add_predict(subparsers) -> None:
         required=True,
         metavar="FOLDER",
         help="output folder: per recording, its path under the folder it was found in with "
-        "each format's suffix (site1/a.ogg -> FOLDER/site1/a.ogg.csv), and problems.csv. "
-        "Started again, it skips recordings whose outputs exist (resumes a stopped run)",
+        "each format's suffix (site1/a.ogg -> FOLDER/site1/a.ogg.csv); problems.csv; "
+        "run.json and recordings.csv, what made them. Started again with the same model and "
+        "settings, it skips the recordings predicted and unchanged since (resumes a stopped "
+        "run); with another model or other settings it stops, naming the differences",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="predict every recording again, deleting the outputs an earlier run left in --out",
     )
     parser.add_argument(
         "--format",
-        nargs="+",
-        choices=FORMATS,
-        default=["csv"],
-        help="csv: window probabilities (wide; long with --top-k/--min-confidence); raven: "
-        "Raven Pro selection tables (.selections.txt); audacity: Audacity labels (.labels.txt) "
-        "(default: csv)",
+        type=_comma_list,
+        action="extend",
+        metavar="FORMAT[,FORMAT…]",
+        help=f"{', '.join(FORMATS)} (comma-separated). csv: window probabilities (wide; long "
+        "with --top-k/--min-confidence); raven: Raven Pro selection tables (.selections.txt); "
+        "audacity: Audacity labels (.labels.txt) (default: csv)",
     )
     parser.add_argument(
         "--top-k", type=int, help="only the K most probable species per window (long format)"
@@ -206,11 +216,12 @@ def _add_predict(subparsers) -> None:
     )
     parser.add_argument(
         "--heads",
-        nargs="+",
-        default=[],
-        metavar="HEAD",
-        help="blend Keras fold models with these BirdNET heads (results/reference/fold_*/"
-        "head.npz) and --blend-weights; an export blends by itself when blend.npz is beside it",
+        type=_comma_list,
+        action="extend",
+        metavar="HEAD[,HEAD…]",
+        help="blend Keras fold models with these BirdNET heads (their folder, results/"
+        "reference: every fold_*/head.npz; or the files, comma-separated) and --blend-weights; "
+        "an export blends by itself when blend.npz is beside it",
     )
     parser.add_argument(
         "--blend-weights",
@@ -232,6 +243,33 @@ def _add_predict(subparsers) -> None:
     parser.set_defaults(handler=_run_predict)
 
 
+def _comma_list(text: str) -> list[str]:
+    """'a,b' -> ['a', 'b']: an option of several values takes them in one argument, so it
+    cannot swallow the recordings that follow it on the command line."""
+    values = [value.strip() for value in text.split(",") if value.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected a value")
+    return values
+
+
+def _fold_files(values: Sequence[str], option: str, file_name: str) -> list[str]:
+    """`values` with each folder that holds fold_*/`file_name` replaced by those files."""
+    expanded = []
+    for value in values:
+        folds = sorted(Path(value).glob(f"fold_*/{file_name}")) if Path(value).is_dir() else []
+        if folds:
+            expanded += map(str, folds)
+        elif Path(value).is_dir() and option == "--heads":
+            raise ValueError(f"--heads {value}: no fold_*/{file_name} in this folder")
+        else:
+            expanded.append(value)
+    return expanded
+
+
+# what a model or a blend is made of: given as a recording, the options before it were misread
+_MODEL_SUFFIXES = (".keras", ".npz", ".tflite", ".onnx", ".xml", ".json")
+
+
 def _weights(text: str) -> list[float]:
     """'0.25,0.5,0.25' -> [0.25, 0.5, 0.25] (one option value: a list of values would swallow
     the recordings that follow it on the command line)."""
@@ -249,8 +287,16 @@ def _run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dawnchorus.config import kernel_problem
-    from dawnchorus.inference.archive import OutputSettings, plan_archive, run_archive
-    from dawnchorus.inference.outputs import DetectionFilter, read_species_list
+    from dawnchorus.inference.archive import (
+        OutputSettings,
+        find_jobs,
+        has_outputs,
+        plan_archive,
+        run_archive,
+        start_over,
+    )
+    from dawnchorus.inference.outputs import FORMATS, DetectionFilter, read_species_list
+    from dawnchorus.inference.run_record import model_record, run_record, start_run
 
     if problem := kernel_problem(args.smoothing_kernel):
         raise ValueError(f"--smoothing-kernel {problem}")
@@ -258,25 +304,38 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise ValueError("--scale-by-top-windows must be 0 (off) or more")
     if args.hops_per_window < 1:
         raise ValueError("--hops-per-window must be 1 (off) or more")
-    if args.workers is not None and args.workers < 1:
-        raise ValueError("--workers must be at least 1")
+    for option, value, least in (
+        ("--workers", args.workers, 1),
+        ("--threads", args.threads, 1),
+        ("--batch-size", args.batch_size, 1),
+    ):
+        if value is not None and value < least:
+            raise ValueError(f"{option} must be at least {least}, not {value}")
+    if args.min_last_window < 0:
+        raise ValueError(f"--min-last-window must be 0 or more seconds, not {args.min_last_window}")
     if Path(args.out).suffix.lower() == ".csv":
         raise ValueError(f"--out is a folder (one file per recording and format), not {args.out}")
+    if misplaced := [path for path in args.inputs if path.lower().endswith(_MODEL_SUFFIXES)]:
+        raise ValueError(
+            f"'{misplaced[0]}' is a model file, not a recording: give several models as one "
+            "comma-separated --models (or their folder, results/models)"
+        )
+    args.format = list(dict.fromkeys(args.format or ["csv"]))
+    if unknown := [name for name in args.format if name not in FORMATS]:
+        raise ValueError(f"--format {unknown[0]}: not one of {', '.join(FORMATS)}")
+    args.models = _fold_files(args.models, "--models", "model.keras")
+    args.heads = _fold_files(args.heads or [], "--heads", "head.npz")
     keep = DetectionFilter(args.min_confidence, args.top_k)  # checks them before any work
-    plan = plan_archive(args.inputs, args.out, args.format)
-    if not plan.todo and not plan.done:
+    jobs = find_jobs(args.inputs, args.out, args.format)
+    if not jobs:
         raise ValueError(f"no audio files in {' '.join(args.inputs)}")
-    workers = min(args.workers or args.threads, max(1, len(plan.todo)))
-    threads = max(1, args.threads // workers)
-    # loaded here even when workers load their own: a model that cannot load stops the run
-    # before any process starts, with its message
-    predictor = _load_predictor(args, args.threads if workers == 1 else 1)
+    # loaded before anything else: a model that cannot load stops the run with its message,
+    # and the run record needs its files
+    predictor = _load_predictor(args, args.threads)
     if args.species:
         keep = DetectionFilter(
             args.min_confidence, args.top_k, read_species_list(args.species, predictor.classes)
         )
-    params = predictor.params
-    output = OutputSettings(keep, tuple(args.format), params.fmin, params.fmax)
     settings = {
         "batch_size": args.batch_size,
         "min_last_window_s": args.min_last_window,
@@ -284,6 +343,27 @@ def _run_predict(args: argparse.Namespace) -> int:
         "top_windows": args.scale_by_top_windows,
         "hops_per_window": args.hops_per_window,
     }
+    record = run_record(
+        model_record(predictor.model_files(), predictor.describe()),
+        {  # what changes the outputs, by the options that set it
+            "--format": sorted(args.format),
+            "--min-confidence": keep.min_confidence,
+            "--top-k": keep.top_k,
+            "--species": list(keep.species) if keep.species is not None else None,
+            "--min-last-window": args.min_last_window,
+            "--smoothing-kernel": list(args.smoothing_kernel),
+            "--scale-by-top-windows": args.scale_by_top_windows,
+            "--hops-per-window": args.hops_per_window,
+        },
+    )
+    if args.overwrite and (deleted := start_over(jobs, args.out)):
+        print(f"--overwrite: deleted {deleted} file(s) an earlier run left", file=sys.stderr)
+    start_run(args.out, record, has_outputs(jobs))
+    plan = plan_archive(jobs, args.out)
+    workers = min(args.workers or args.threads, max(1, len(plan.todo)))
+    threads = max(1, args.threads // workers)
+    params = predictor.params
+    output = OutputSettings(keep, tuple(args.format), params.fmin, params.fmax)
     if workers > 1:
         load = partial(_load_predictor, args, quiet=True)
         del predictor
@@ -299,11 +379,12 @@ def _run_predict(args: argparse.Namespace) -> int:
         progress.set_postfix_str(f"{done_hours:.2f}/{total_hours:.2f} h of audio", refresh=False)
         progress.update()
         if result.error is not None:
-            progress.write(
-                f"{result.recording}: {result.error} ({result.windows} window(s) before the "
-                "problem are kept)",
-                file=sys.stderr,
+            kept = (
+                f"the {result.windows} window(s) before it are kept"
+                if result.windows
+                else "no window, no output"
             )
+            progress.write(f"{result.recording}: {result.error} ({kept})", file=sys.stderr)
         for note in result.notes:
             progress.write(f"{result.recording}: {note}", file=sys.stderr)
 
@@ -319,10 +400,17 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _combine(plan, out_dir, formats) -> None:
-    from dawnchorus.inference.outputs import combine_outputs
+    from dawnchorus.inference.outputs import combine_outputs, is_complete
+    from dawnchorus.inference.run_record import ledger_key, read_ledger
 
-    jobs = sorted([*plan.done, *plan.todo], key=lambda job: str(job.recording))
-    for written in combine_outputs(jobs, Path(out_dir), formats):
+    # a recording with no window has no output: nothing to list
+    jobs = sorted(
+        (job for job in [*plan.done, *plan.todo] if is_complete(job.outputs)),
+        key=lambda job: str(job.recording),
+    )
+    ledger = read_ledger(out_dir)
+    durations = {job.recording: ledger[ledger_key(job.recording)].decoded_s for job in jobs}
+    for written in combine_outputs(jobs, Path(out_dir), formats, durations):
         print(f"combined: {written}", file=sys.stderr)
 
 
@@ -347,7 +435,9 @@ def _load_predictor(args: argparse.Namespace, threads: int, quiet: bool = False)
             print(message, file=sys.stderr)
 
     def cnn_alone() -> Blend:
-        return Blend(load_ensemble(args.models, threads, args.engine, args.precision))
+        cnn = Blend(load_ensemble(args.models, threads, args.engine, args.precision))
+        say(f"predicting with {cnn.describe()}" + (" (--cnn-only)" if args.cnn_only else ""))
+        return cnn
 
     if args.cnn_only:
         return cnn_alone()

@@ -1,19 +1,24 @@
 """Predicting a folder of thousands of recordings: in parallel, with progress, resumable.
 
-Each recording's outputs (`outputs.write_outputs`) are written whole or not at all, so a run
-that was killed and started again skips the recordings whose outputs all exist, deletes the
-half-written ones' `.part` files and predicts the rest: every recording is predicted once.
+Each recording's outputs (`outputs.write_outputs`) are written whole or not at all, and the
+folder records what made them (`run_record`: run.json, and recordings.csv, a row per recording
+finished). A run started again into the same folder with the same model and settings skips the
+recordings finished and unchanged since, deletes the half-written ones' `.part` files and
+predicts the rest: every recording is predicted once. Another model or other settings stop it
+before anything is predicted, unless it starts over.
 
 Recordings run in `workers` processes of `threads` threads each (a predictor per process, loaded
 there), fed from one queue of recordings, longest first so no process is left with a long one at
 the end. On 2 cores two processes of one thread beat one process of two threads
 (docs/results.md, "Inference engines"): the engines' threads wait on each other inside every
-layer, the processes never. Problems (a recording that cannot be decoded) are collected in
-problems.csv in the output folder, kept across resumed runs, and end the run with exit status 1.
+layer, the processes never. Problems (a recording that cannot be decoded, or only part of it)
+are listed in problems.csv in the output folder, kept across resumed runs, and end the run with
+exit status 1.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import queue as queue_module
@@ -27,15 +32,30 @@ import pandas as pd
 
 from dawnchorus.inference.members import Blend, predict_blended
 from dawnchorus.inference.outputs import (
+    COMBINED,
+    SUFFIXES,
     DetectionFilter,
     is_complete,
     plan_outputs,
     remove_partial,
     write_outputs,
 )
+from dawnchorus.inference.run_record import (
+    FAILED,
+    LEDGER,
+    PARTIAL,
+    PREDICTED,
+    RUN_RECORD,
+    Stamp,
+    append_ledger,
+    ledger_key,
+    read_ledger,
+    stamp,
+)
 from dawnchorus.signal.audio import AudioError, find_recordings_in, probe_audio
 
 PROBLEMS = "problems.csv"
+PROBLEM_COLUMNS = ["path", "outcome", "decoded_s", "problem"]
 _POLL_S = 0.5  # how often the parent checks on its workers while waiting for results
 
 
@@ -46,6 +66,7 @@ class Job:
     recording: Path
     outputs: dict[str, Path]
     audio_s: float  # from the header; 0 when the header cannot be read (predicting will say why)
+    read_as: Stamp | None = None  # its size and time when the run started
 
 
 @dataclass(frozen=True)
@@ -63,34 +84,97 @@ class FileResult:
     audio_s: float
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    decoded_s: float | None = None
+
+    @property
+    def outcome(self) -> str:
+        if self.error is None:
+            return PREDICTED
+        return PARTIAL if self.windows else FAILED
 
 
 @dataclass
 class Plan:
-    """What a run has to do: the recordings left, those complete from an earlier run, and the
-    problems an earlier run recorded for those."""
+    """What a run has to do: the recordings left, those finished by an earlier run (and
+    unchanged since), and the problems the earlier runs recorded for those."""
 
     todo: list[Job]
     done: list[Job]
-    earlier_problems: pd.DataFrame
+    earlier_problems: list[tuple[str, str, str, str]]  # PROBLEM_COLUMNS
 
 
-def plan_archive(inputs: Sequence[str | Path], out_dir: str | Path, formats: Sequence[str]) -> Plan:
-    """The recordings under `inputs` and their outputs in `out_dir`; those whose outputs all
-    exist are done (a resumed run), the `.part` files a killed run left are deleted."""
+def find_jobs(
+    inputs: Sequence[str | Path], out_dir: str | Path, formats: Sequence[str]
+) -> list[Job]:
+    """The recordings under `inputs`, the outputs each gets in `out_dir`, and how each is now."""
+    planned = plan_outputs(find_recordings_in(inputs), Path(out_dir), formats)
+    return [
+        Job(recording, outputs, _duration_s(recording), stamp(recording))
+        for recording, outputs in planned.items()
+    ]
+
+
+def has_outputs(jobs: Sequence[Job]) -> bool:
+    """Whether any of the recordings has an output in the folder already."""
+    return any(Path(path).is_file() for job in jobs for path in job.outputs.values())
+
+
+def plan_archive(jobs: Sequence[Job], out_dir: str | Path) -> Plan:
+    """Which of `jobs` an earlier run into `out_dir` finished: its recordings.csv row says the
+    recording is as it is now, and its outputs are all there (or it failed with no window, so
+    it has none). The `.part` files a killed run left are deleted."""
     out_dir = Path(out_dir)
-    found = find_recordings_in(inputs)
-    planned = plan_outputs(found, out_dir, formats)
     if out_dir.is_dir():
         remove_partial(out_dir)
-    todo, done = [], []
-    for recording, outputs in planned.items():
-        (done if is_complete(outputs) else todo).append(
-            Job(recording, outputs, _duration_s(recording))
+    ledger = read_ledger(out_dir)
+    todo, done, problems = [], [], []
+    for job in jobs:
+        row = ledger.get(ledger_key(job.recording))
+        finished = (
+            row is not None
+            and row.stamp == job.read_as
+            and (row.outcome == FAILED or is_complete(job.outputs))
         )
-    earlier = read_problems(out_dir / PROBLEMS)
-    finished = {str(job.recording) for job in done}
-    return Plan(todo, done, earlier[earlier["path"].isin(finished)].reset_index(drop=True))
+        (done if finished else todo).append(job)
+        if finished and row.problem:
+            problems.append((str(job.recording), row.outcome, f"{row.decoded_s:.1f}", row.problem))
+    return Plan(todo, done, problems)
+
+
+def start_over(jobs: Sequence[Job], out_dir: str | Path) -> int:
+    """Delete what an earlier run left in `out_dir` (the outputs its recordings.csv lists, those
+    of `jobs`, problems.csv, the combined tables, the record); the number of files deleted.
+    Files the folder's records do not name are left alone: the folder may hold others'."""
+    out_dir = Path(out_dir)
+    listed = [out_dir / name for name in _ledger_outputs(out_dir)]
+    ours = [
+        *listed,
+        *(Path(path) for job in jobs for path in job.outputs.values()),
+        *(out_dir / (COMBINED + suffix) for suffix in SUFFIXES.values()),
+        out_dir / PROBLEMS,
+        out_dir / LEDGER,
+        out_dir / RUN_RECORD,
+    ]
+    deleted = 0
+    for path in dict.fromkeys(ours):
+        if path.is_file():
+            path.unlink()
+            deleted += 1
+    return deleted
+
+
+def _ledger_outputs(out_dir: Path) -> list[str]:
+    path = out_dir / LEDGER
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines="skip")
+    names: list[str] = []
+    for cell in table.get("outputs", []):
+        try:
+            names += json.loads(cell)
+        except ValueError:
+            continue
+    return names
 
 
 def _duration_s(path: Path) -> float:
@@ -98,12 +182,6 @@ def _duration_s(path: Path) -> float:
         return probe_audio(path).duration_s
     except AudioError:
         return 0.0
-
-
-def read_problems(path: Path) -> pd.DataFrame:
-    if path.is_file():
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    return pd.DataFrame({"path": pd.Series(dtype=str), "problem": pd.Series(dtype=str)})
 
 
 def predict_jobs(
@@ -143,21 +221,26 @@ def _predict_in_process(
     )
     for prediction in predictions:
         job = by_recording[prediction.path]
-        write_outputs(
-            prediction,
-            predictor.classes,
-            predictor.params.window_s,
-            output.keep,
-            job.outputs,
-            output.low_hz,
-            output.high_hz,
-        )
+        if len(prediction.end_s):
+            write_outputs(
+                prediction,
+                predictor.classes,
+                predictor.params.window_s,
+                output.keep,
+                job.outputs,
+                output.low_hz,
+                output.high_hz,
+            )
+        else:  # nothing to show: no file, and none left from an earlier version of it
+            for path in job.outputs.values():
+                Path(path).unlink(missing_ok=True)
         yield FileResult(
             job.recording,
             len(prediction.end_s),
             job.audio_s,
             prediction.error,
             prediction.notes,
+            prediction.duration_s,
         )
 
 
@@ -215,25 +298,44 @@ def _predict_in_workers(jobs, load_predictor, predict_settings, output, workers,
 
 @dataclass
 class Summary:
-    files: int = 0
+    predicted: int = 0  # whole
+    partial: int = 0  # the windows before a problem
+    failed: int = 0  # no window
     skipped: int = 0
     windows: int = 0
     audio_s: float = 0.0
     seconds: float = 0.0
-    problems: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[tuple[str, str, str, str]] = field(default_factory=list)  # PROBLEM_COLUMNS
+
+    def count(self, result: FileResult) -> None:
+        outcome = result.outcome
+        self.predicted += outcome == PREDICTED
+        self.partial += outcome == PARTIAL
+        self.failed += outcome == FAILED
+        self.windows += result.windows
+        self.audio_s += result.decoded_s or 0.0
 
     def lines(self) -> list[str]:
         hours = self.audio_s / 3600
         rate = self.audio_s / self.seconds if self.seconds > 0 else float("nan")
         lines = [
-            f"{self.files} recording(s) predicted ({hours:.2f} h of audio, {self.windows} "
-            f"windows) in {self.seconds:.0f} s: {rate:.0f} s of audio per second",
+            f"{self.predicted} recording(s) predicted ({hours:.2f} h of audio decoded, "
+            f"{self.windows} windows) in {self.seconds:.0f} s: {rate:.0f} s of audio per second",
         ]
+        if self.partial:
+            lines.append(
+                f"{self.partial} recording(s) predicted in part: the windows before a problem"
+            )
+        if self.failed:
+            lines.append(f"{self.failed} recording(s) failed: nothing could be predicted")
         if self.skipped:
-            lines.append(f"{self.skipped} recording(s) skipped: their outputs exist already")
+            lines.append(
+                f"{self.skipped} recording(s) skipped: predicted by an earlier run with this "
+                "model and these settings, unchanged since"
+            )
         if self.problems:
-            lines.append(f"{len(self.problems)} recording(s) could not be (fully) decoded:")
-            lines += [f"  {path}: {problem}" for path, problem in self.problems]
+            lines.append(f"problems ({PROBLEMS}):")
+            lines += [f"  {path}: {problem}" for path, _, _, problem in self.problems]
         return lines
 
 
@@ -247,30 +349,48 @@ def run_archive(
     threads: int,
     progress: Callable[[FileResult], None] = lambda result: None,
 ) -> Summary:
-    """Predict what `plan` has left, calling `progress` per recording; problems.csv in
-    `out_dir` lists this run's problems and the earlier runs' of recordings now skipped."""
+    """Predict what `plan` has left, calling `progress` per recording; each finished recording
+    gets its row in recordings.csv, and problems.csv in `out_dir` lists this run's problems and
+    the earlier runs' of recordings now skipped."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary(skipped=len(plan.done))
-    summary.problems = list(plan.earlier_problems.itertuples(index=False, name=None))
+    summary.problems = list(plan.earlier_problems)
     _write_problems(summary.problems, out_dir)
+    read_as = {job.recording: job.read_as for job in plan.todo}
+    outputs = {job.recording: job.outputs for job in plan.todo}
     start = time.perf_counter()
     for result in predict_jobs(
         plan.todo, load_predictor, predict_settings, output, workers, threads
     ):
-        summary.files += 1
-        summary.windows += result.windows
-        summary.audio_s += result.audio_s
+        summary.count(result)
+        written = [] if result.outcome == FAILED else outputs[result.recording].values()
+        append_ledger(
+            out_dir,
+            result.recording,
+            read_as[result.recording],
+            result.outcome,
+            result.windows,
+            result.decoded_s,
+            result.error,
+            [str(Path(path).relative_to(out_dir)) for path in written],
+        )
         if result.error is not None:
-            summary.problems.append((str(result.recording), result.error))
-            # at once: the recording's outputs exist, so a resumed run will not meet it again
+            decoded = "" if result.decoded_s is None else f"{result.decoded_s:.1f}"
+            summary.problems.append((str(result.recording), result.outcome, decoded, result.error))
             _write_problems(summary.problems, out_dir)
         progress(result)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _write_problems(problems: Sequence[tuple[str, str]], out_dir: Path) -> None:
+def _write_problems(problems: Sequence[tuple[str, str, str, str]], out_dir: Path) -> None:
+    """problems.csv, rewritten only when it changes: a rerun with nothing to do touches
+    nothing in the folder."""
+    text = pd.DataFrame(list(problems), columns=PROBLEM_COLUMNS).to_csv(index=False)
+    target = out_dir / PROBLEMS
+    if target.is_file() and target.read_text(encoding="utf-8") == text:
+        return
     partial = out_dir / f".{PROBLEMS}.part"
-    pd.DataFrame(list(problems), columns=["path", "problem"]).to_csv(partial, index=False)
-    os.replace(partial, out_dir / PROBLEMS)
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, target)

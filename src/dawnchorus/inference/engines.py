@@ -57,6 +57,7 @@ class Ensemble:
     engine: str
     # chunks (n, segments * frames, n_mels) -> (n, segments, classes)
     run_batch: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    files: tuple[Path, ...] = ()  # what it was loaded from (a prediction's run record)
 
     @property
     def classes(self) -> list[str]:
@@ -172,7 +173,11 @@ def keras_ensemble(metadata: dict, models: list, paths: Sequence[Path]) -> Ensem
     """Loaded Keras models behind one Ensemble (the mean of their probabilities)."""
     function = ensemble_function(models, metadata, tflite_compatible=False)
     return Ensemble(
-        metadata, tuple(map(str, paths)), "keras", lambda chunks: function(chunks).numpy()
+        metadata,
+        tuple(map(str, paths)),
+        "keras",
+        lambda chunks: function(chunks).numpy(),
+        tuple(map(Path, paths)),
     )
 
 
@@ -262,7 +267,11 @@ def _load_export(path: Path, threads: int, engine: str | None, precision: str | 
         )
     run = engine_runner(engine, precision, model, threads)
     return Ensemble(
-        metadata, tuple(card.get("folds", [str(model)])), engine_name(engine, precision), run
+        metadata,
+        tuple(card.get("folds", [str(model)])),
+        engine_name(engine, precision),
+        run,
+        (card_path, model),
     )
 
 

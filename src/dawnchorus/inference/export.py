@@ -86,7 +86,9 @@ def export_tflite(
     `tolerance` (max abs difference of probabilities; with `blend_difference`, the Keras and
     the exported rows -> the largest difference of the blends they make, so is the blend); a
     reduced precision may lose at most `choice.auc_tolerance` macro AUC on
-    `choice.quality_windows`. Otherwise ExportError, with the figures.
+    `choice.quality_windows`, else the export runs tflite fp32 (model.json's engine says so,
+    with the reason: `wanted`, `fallback`; the figures stay in its checks). A parity beyond
+    `tolerance` is an ExportError, with the figures: nothing is written.
     """
     model_paths = [Path(path) for path in model_paths]
     out_path = Path(out_path)
@@ -110,16 +112,20 @@ def export_tflite(
         else:
             run = engine_runner(choice.engine, choice.precision, engine_path, threads)
             checks = _parity(reference, run(windows), blend_difference)
+        fallback = None
         if choice.precision in REDUCED and choice.quality_windows is not None:
             checks.update(_quality(choice, fp32, run))
             if checks["macro_auc_change"] < -choice.auc_tolerance:
-                raise ExportError(
-                    f"{choice.name} loses {-checks['macro_auc_change']:.4f} macro AUC against "
+                # the fp32 export, checked above, is as good as the models: a run that trained
+                # for hours ends with it rather than with nothing
+                fallback = (
+                    f"{choice.name} lost {-checks['macro_auc_change']:.4f} macro AUC against "
                     f"the fp32 export ({checks['macro_auc']:.4f} against "
                     f"{checks['fp32_macro_auc']:.4f} on {checks['quality_windows']} labelled "
-                    f"windows; tolerance {choice.auc_tolerance}): not written. Export fp32 "
-                    "(predict.precision: fp32) or calibrate on more windows"
+                    f"windows; tolerance {choice.auc_tolerance}): the export runs tflite-fp32"
                 )
+                log.warning("%s", fallback)
+                engine_path = scratch / engine_file("tflite", "fp32")
         else:
             _refuse_beyond(checks, tolerance, choice.name, len(windows))
         # engine files of an earlier export would run other folds under this card
@@ -132,17 +138,16 @@ def export_tflite(
             moved = out_path.with_name(engine_path.name)
             os.replace(engine_path, moved)
             engine_path = moved
+    runs = ("tflite", "fp32") if fallback else (choice.engine, choice.precision)
     card = {
         **metadata,
         "folds": [str(path) for path in model_paths],
         "parity": parity,
-        "engine": {
-            "engine": choice.engine,
-            "precision": choice.precision,
-            "file": engine_path.name,
-        },
+        "engine": {"engine": runs[0], "precision": runs[1], "file": engine_path.name},
         "checks": {choice.name: checks},
     }
+    if fallback:
+        card["engine"].update(wanted=choice.name, fallback=fallback)
     write_json(out_path.with_name(CARD), card, sort_keys=False)
     log.info(
         "exported %d fold model(s) to %s (%.1f MB) for %s; max difference to Keras %.2e on %d "
@@ -150,7 +155,7 @@ def export_tflite(
         len(model_paths),
         out_path,
         len(blob) / 2**20,
-        choice.name,
+        engine_name(*runs),
         parity["max_abs_difference"],
         len(windows),
         choice.name,

@@ -47,6 +47,7 @@ class HeadMember:
     heads: HeadEnsemble
     embedder: EmbeddingModel
     batch_size: int = 16
+    files: tuple[Path, ...] = ()  # the heads' and the weights' (a prediction's run record)
 
     def rows(
         self, path: str | Path, params: AudioParams, min_last_window_s: float
@@ -97,6 +98,13 @@ class Blend:
     def params(self) -> AudioParams:
         return self.cnn.params
 
+    def model_files(self) -> list[Path]:
+        """Every file the prediction depends on: the CNN's, and in a blend the heads', the
+        weights' and BirdNET's."""
+        if self.head is None:
+            return list(self.cnn.files)
+        return [*self.cnn.files, *self.head.files, self.head.embedder.path]
+
     def describe(self) -> str:
         if self.head is None:
             return f"the CNN's {self.cnn.engine} ensemble of {len(self.cnn.sources)} fold model(s)"
@@ -132,7 +140,13 @@ class Blend:
                         f"rows it lacks are the {other} member's alone"
                     )
         return FilePrediction(
-            prediction.path, window_end_seconds(n_rows, self.params.window_s), rows, error, notes
+            prediction.path,
+            window_end_seconds(n_rows, self.params.window_s),
+            rows,
+            error,
+            notes,
+            # the CNN's decoded length, unless it read nothing (the head's rows then stand)
+            prediction.duration_s if len(prediction.probabilities) else None,
         )
 
 
@@ -166,7 +180,8 @@ def load_blend(
         )
     weights_file = read_json(weights_json)
     heads_ = HeadEnsemble.load(heads)
-    return _blend(cnn, heads_, weights_file, str(weights_json), embedding_model, threads)
+    files = (*map(Path, heads), Path(weights_json))
+    return _blend(cnn, heads_, weights_file, str(weights_json), embedding_model, threads, files)
 
 
 def load_exported_blend(
@@ -183,7 +198,7 @@ def load_exported_blend(
     cnn = load_ensemble([export], threads, engine, precision)
     bundle = exported_blend_bundle(export)
     heads, metadata = load_head_bundle(bundle)
-    return _blend(cnn, heads, metadata, str(bundle), embedding_model, threads)
+    return _blend(cnn, heads, metadata, str(bundle), embedding_model, threads, (bundle,))
 
 
 def exported_blend_bundle(export: str | Path) -> Path:
@@ -203,6 +218,7 @@ def _blend(
     weights_source: str,
     embedding_model: str | Path,
     threads: int,
+    files: tuple[Path, ...],
 ) -> Blend:
     if weights_file.get("format_version") != BLEND_FORMAT:
         raise PredictionError(f"{weights_source}: not blend weights of format {BLEND_FORMAT}")
@@ -229,7 +245,10 @@ def _blend(
     embedder = EmbeddingModel(embedding_model, threads=threads)
     heads.check_embedding_model(embedder.sha256, embedder.path)
     return Blend(
-        cnn, HeadMember(heads, embedder), dict(weights_file["weights"]), weights_file["space"]
+        cnn,
+        HeadMember(heads, embedder, files=files),
+        dict(weights_file["weights"]),
+        weights_file["space"],
     )
 
 

@@ -110,9 +110,12 @@ def _kept_columns(
 
 
 def _window_keys(prediction: FilePrediction, window_s: float) -> pd.DataFrame:
-    """filename, start_s, end_s of each window of the recording."""
+    """filename, start_s, end_s of each window of the recording, the last one ending where
+    the recording does (a last window filled from a shorter tail is that tail)."""
     ends = np.asarray(prediction.end_s, dtype=np.float64)
     starts = np.round(ends - window_s, 3)
+    if prediction.duration_s is not None:
+        ends = np.minimum(ends, prediction.duration_s)
     return pd.DataFrame({"filename": str(prediction.path), "start_s": starts, "end_s": ends})
 
 
@@ -336,30 +339,32 @@ def remove_partial(out_dir: str | Path) -> list[Path]:
 COMBINED = "combined"  # FOLDER/combined.csv, FOLDER/combined.selections.txt
 
 
-def combine_outputs(jobs: Iterable, out_dir: Path, formats: Sequence[str]) -> list[Path]:
+def combine_outputs(
+    jobs: Iterable, out_dir: Path, formats: Sequence[str], durations: Mapping[Path, float]
+) -> list[Path]:
     """One table per format of every recording's file (jobs: with `.recording` and `.outputs`,
-    in the order to list them): the CSVs with the filename column they have; the Raven tables
-    with Raven's multi-file columns Begin Path (the recording) and File Offset (s) (the
-    selection's start in it) and the selections numbered 1..n across recordings. Audacity
-    labels belong to one recording's track, so they are not combined. The files written.
-
-    Begin Time (s) stays the time within each recording. Raven reads Begin Time on the timeline
-    of all files opened as one sequence, and BirdNET-Analyzer's combined table adds the
-    preceding files' durations to it for that; the windows do not give a recording's duration
-    (a short tail is dropped, a short last window filled), so such times would drift by file.
-    Begin Path and File Offset locate every selection exactly; to browse a recording in Raven,
-    open its own table with it.
-    """
+    in the order to list them; `durations`: each recording's seconds decoded): the CSVs with the
+    filename column they have; the Raven tables as Raven's multi-file table (and
+    BirdNET-Analyzer's combined one): the recordings laid end to end in the order listed, Begin
+    and End Time on that timeline (each recording starts where the ones before it end), Begin
+    Path the recording's absolute path, File Offset (s) the selection's start within it, the
+    selections numbered 1..n. Opened with the recordings as one sequence, Raven shows each
+    selection where it is. Audacity labels belong to one recording's track, so they are not
+    combined. The files written."""
     written = []
     for kind in ("csv", "raven"):
         if kind not in formats:
             continue
         tables = []
+        offset = 0.0
         for job in jobs:
             table = pd.read_csv(job.outputs[kind], sep="\t" if kind == "raven" else ",")
             if kind == "raven":
-                table["Begin Path"] = str(job.recording)
+                table["Begin Path"] = str(Path(job.recording).resolve())
                 table["File Offset (s)"] = table["Begin Time (s)"]
+                table["Begin Time (s)"] += offset
+                table["End Time (s)"] += offset
+                offset += durations[Path(job.recording)]
             tables.append(table)
         combined = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
         target = out_dir / (COMBINED + SUFFIXES[kind])

@@ -38,26 +38,39 @@ def recording_windows(
     holds artificial silence. Raises AudioError when decoding fails (after the windows it could
     cut).
     """
-    for samples, _ in _windows_and_wholeness(path, params, min_last_window_s):
+    blocks = stream_audio(path, params.sample_rate)
+    for samples, _ in _windows_and_wholeness(blocks, params, min_last_window_s):
         yield samples
 
 
 def _windows_and_wholeness(
-    path: str | Path, params: AudioParams, min_last_window_s: float
+    blocks: Iterator[np.ndarray], params: AudioParams, min_last_window_s: float
 ) -> Iterator[tuple[np.ndarray, bool]]:
-    """`recording_windows`, each with whether it is whole audio (False: a filled last one)."""
+    """`recording_windows` of a recording's decoded `blocks`, each with whether it is whole
+    audio (False: a filled last one)."""
     size = params.window_samples
     pending = np.zeros(0, dtype=np.float32)
     yielded = 0
-    for block in stream_audio(path, params.sample_rate):
-        pending = np.concatenate([pending, block]) if pending.size else block
-        n_full = len(pending) // size
-        for i in range(n_full):
-            yield pending[i * size : (i + 1) * size], True
-        yielded += n_full
-        pending = pending[n_full * size :]
-    last = last_partial_window(pending, size, yielded == 0, min_last_window_s * params.sample_rate)
-    if last is not None:
+
+    def last_window():
+        return last_partial_window(
+            pending, size, yielded == 0, min_last_window_s * params.sample_rate
+        )
+
+    try:
+        for block in blocks:
+            pending = np.concatenate([pending, block]) if pending.size else block
+            n_full = len(pending) // size
+            for i in range(n_full):
+                yield pending[i * size : (i + 1) * size], True
+            yielded += n_full
+            pending = pending[n_full * size :]
+    except AudioError:
+        # a recording cut short: what was decoded before the cut ends as any recording's tail
+        if (last := last_window()) is not None:
+            yield last, False
+        raise
+    if (last := last_window()) is not None:
         yield last, False
 
 
@@ -84,13 +97,16 @@ def window_end_seconds(n_windows: int, window_s: float) -> list[int | float]:
 class FilePrediction:
     """The windows of one recording: where each ends, their probabilities, and a decoding
     problem if there was one (then `probabilities` holds the windows before it); `notes`: what
-    else a reader of the predictions should know (a blend member that could not read it)."""
+    else a reader of the predictions should know (a blend member that could not read it);
+    `duration_s`: the seconds decoded (None: not known), where the outputs' last window ends
+    (`end_s` is the window grid's: a last window filled from a shorter tail ends after it)."""
 
     path: Path
     end_s: list[int | float]
     probabilities: np.ndarray
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    duration_s: float | None = None
 
 
 _END = object()
@@ -143,13 +159,14 @@ def predict_recordings(
 
     def decode_files() -> None:
         for index, path in enumerate(paths):
-            error = decode_file(index, path)
-            put((index, None, None, error))  # the recording is complete
+            decoded_s, error = decode_file(index, path)
+            put((index, None, decoded_s, error))  # the recording is complete
             if stop.is_set():
                 return
 
-    def decode_file(index: int, path) -> str | None:
-        """Queue the recording's windows in batches; its decoding problem, if any."""
+    def decode_file(index: int, path) -> tuple[float, str | None]:
+        """Queue the recording's windows in batches; the seconds decoded and the recording's
+        decoding problem, if any."""
         # a row's own windows, and those between two rows, go to the model in batches apart
         pending: dict[str, list[np.ndarray]] = {"rows": [], "between": []}
 
@@ -161,8 +178,17 @@ def predict_recordings(
 
         previous = None  # the last whole window, for the windows between it and the next
         error = None
+        decoded = 0
+
+        def counted(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+            nonlocal decoded
+            for block in blocks:
+                decoded += len(block)
+                yield block
+
         try:
-            for samples, whole in _windows_and_wholeness(path, params, min_last_window_s):
+            blocks = counted(stream_audio(path, params.sample_rate))
+            for samples, whole in _windows_and_wholeness(blocks, params, min_last_window_s):
                 add("rows", samples)
                 if hops_per_window > 1 and whole:
                     if previous is not None:
@@ -174,7 +200,7 @@ def predict_recordings(
         for kind, batch in pending.items():
             if batch:
                 put((index, kind, np.stack(batch), None))
-        return error
+        return decoded / params.sample_rate, error
 
     producer = threading.Thread(target=decode_all, name="decode", daemon=True)
     producer.start()
@@ -187,11 +213,12 @@ def predict_recordings(
 
     try:
         while (item := batches.get()) is not _END:
-            index, kind, windows, error = item
+            # a batch of windows, or the recording's end (no kind; its duration decoded)
+            index, kind, windows_or_duration, error = item
             if index is None:
                 raise error
-            if windows is not None:
-                outputs[kind].append(ensemble.predict(windows))
+            if kind is not None:
+                outputs[kind].append(ensemble.predict(windows_or_duration))
                 continue
             rows = collected("rows")
             between = collected("between").reshape(-1, max(1, hops_per_window - 1), n_classes)
@@ -205,6 +232,7 @@ def predict_recordings(
                     top_windows,
                 ),
                 error,
+                duration_s=round(windows_or_duration, 3),
             )
     finally:
         stop.set()

@@ -22,7 +22,6 @@ Shard layout (format version 1), written with the spectrogram shards' atomic wri
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +32,7 @@ import h5py
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from dawnchorus.artifacts import file_sha256
 from dawnchorus.config import BIRDNET_WINDOW_S
 from dawnchorus.data.shards import RaggedShardWriter, decoded_recordings, remove_stale_temporaries
 from dawnchorus.data.soundscapes import SOUNDSCAPE_DIR
@@ -135,14 +135,6 @@ def plan_reference(settings: Mapping) -> ReferencePlan:
 
 # --------------------------------------------------------------------------------------------
 # running it
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_fully_connected(model, operator) -> bool:
