@@ -14,6 +14,7 @@ from support import DatasetBuilder, tone, truncated_ogg
 from dawnchorus.data.manifest import (
     ManifestError,
     build_manifest,
+    class_names,
     format_label_list,
     label_matrix,
     parse_label_list,
@@ -240,3 +241,18 @@ def test_debug_subsampling_traces_the_rows_it_leaves_out(tmp_path, caplog):
     assert set(result.manifest["primary_label"]) == {"zebfin1", "amerob"}
     assert len(result.rejected) == 7
     assert result.rejected["reason"].str.contains("debug subsampling").all()
+
+
+def test_class_names_come_from_the_taxonomy(tmp_path):
+    taxonomy = tmp_path / "taxonomy.csv"
+    taxonomy.write_text(
+        "primary_label,inat_taxon_id,scientific_name,common_name,class_name\n"
+        "amerob,1,Turdus migratorius,American Robin,Aves\n"
+        "1139490,2,Ragoderma tango,,Insecta\n"
+    )
+    assert class_names(taxonomy, ["1139490", "amerob", "nosuch"]) == {
+        "1139490": {"common": "", "scientific": "Ragoderma tango"},
+        "amerob": {"common": "American Robin", "scientific": "Turdus migratorius"},
+    }
+    (tmp_path / "codes.csv").write_text("primary_label\namerob\n")
+    assert class_names(tmp_path / "codes.csv", ["amerob"]) == {}

@@ -114,6 +114,35 @@ def test_audacity_labels_are_three_tab_separated_fields(tmp_path):
     assert [text for *_, text in fields[2:4]] == ["norcar 0.8000", "blujay 0.7000"]
 
 
+NAMES = {
+    "amerob": {"common": "American Robin", "scientific": "Turdus migratorius"},
+    "norcar": {"common": "Northern Cardinal", "scientific": "Cardinalis cardinalis"},
+    "blujay": {"common": "Blue Jay", "scientific": "Cyanocitta cristata"},
+}  # houspa has none: its name stays empty
+
+
+def test_names_go_beside_the_codes_in_every_detection_format(tmp_path):
+    """An export's names: Raven's Common Name before Species Code (BirdNET-Analyzer's order),
+    the long CSV's common_name after label, Audacity's label `code (name) confidence`."""
+    paths = output_paths("a.ogg", None, tmp_path, ["csv", "raven", "audacity"])
+    keep = DetectionFilter(top_k=2)
+    write_outputs(dawn(), CLASSES, WINDOW_S, keep, paths, 0, 12000, NAMES)
+    raven = pd.read_csv(paths["raven"], sep="\t", keep_default_na=False)
+    assert raven.columns.tolist() == [*RAVEN_COLUMNS[:7], "Common Name", *RAVEN_COLUMNS[7:]]
+    assert raven["Common Name"].tolist()[:4] == [
+        "American Robin",
+        "Blue Jay",
+        "Northern Cardinal",
+        "Blue Jay",
+    ]
+    long = pd.read_csv(paths["csv"], keep_default_na=False)
+    assert long.columns.tolist() == [*LONG_COLUMNS[:5], "common_name", "probability"]
+    assert long.loc[long["label"] == "houspa", "common_name"].tolist() == [""]
+    labels = paths["audacity"].read_text(encoding="utf-8").splitlines()
+    assert labels[0].split("\t")[2] == "amerob (American Robin) 0.9000"
+    assert labels[-2].split("\t")[2] == "houspa 0.5000"
+
+
 def test_audacity_labels_of_no_detections_is_an_empty_file():
     nothing = detections(dawn(), CLASSES, WINDOW_S, DetectionFilter(min_confidence=1.0))
     assert nothing.empty and audacity_labels(nothing) == ""

@@ -9,11 +9,15 @@ import os
 import re
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from support import tone, write_audio
 
 from dawnchorus.cli import main
+from dawnchorus.data.manifest import class_names
+from dawnchorus.inference.export import export_tflite
+from dawnchorus.inference.recordings import recording_windows, window_features
 from dawnchorus.inference.run_record import (
     LEDGER,
     RUN_RECORD,
@@ -23,6 +27,7 @@ from dawnchorus.inference.run_record import (
     read_ledger,
     run_record,
 )
+from dawnchorus.learning.modelcard import audio_params, read_metadata
 
 pytestmark = pytest.mark.training
 RATE = 32000
@@ -267,3 +272,28 @@ def test_run_record_differences_name_what_changed():
     assert differences({}, earlier) == [
         "run.json is missing parts or from another version of dawnchorus"
     ]
+
+
+def test_an_exports_class_names_reach_the_outputs(tmp_path, folds, tiny_demo):
+    """The export carries taxonomy.csv's names (model.json), and the command writes them."""
+    recording = write_audio(tmp_path / "a.wav", tone(10.0, RATE), RATE)
+    metadata = read_metadata(folds[0])
+    params = audio_params(metadata)
+    windows = np.stack(
+        [window_features(w, params) for w in recording_windows(recording, params, 1)]
+    )
+    names = class_names(tiny_demo / "taxonomy.csv", metadata["classes"])
+    assert len(names) == len(metadata["classes"])
+    export = tmp_path / "export" / "model.tflite"
+    card = export_tflite(folds[:1], export, windows.astype(np.float32), 1e-3, names=names)
+    assert card["names"] == names
+    out = tmp_path / "out"
+    argv = ["predict", str(recording), "--models", str(export.parent), "--out", str(out)]
+    options = ["--format", "raven,audacity", "--min-confidence", "0", "--engine", "tflite"]
+    assert main([*argv, *options]) == 0
+    raven = pd.read_csv(out / "a.wav.selections.txt", sep="\t")
+    expected = raven["Species Code"].map(lambda code: names[code]["common"])
+    assert raven["Common Name"].tolist() == expected.tolist()
+    first = (out / "a.wav.labels.txt").read_text().splitlines()[0].split("\t")[2]
+    code = raven["Species Code"].iloc[0]
+    assert first.startswith(f"{code} ({names[code]['common']}) ")

@@ -147,6 +147,10 @@ def _check_prediction_outputs(results, data):
     card = json.loads((results / "export" / "model.json").read_text())
     assert card["parity"]["max_abs_difference"] <= 1e-3 and card["parity"]["windows"] > 0
     assert card["classes"] == (results / "data" / "classes.txt").read_text().split()
+    taxonomy = pd.read_csv(data / "taxonomy.csv").set_index("primary_label")
+    assert {code: names["common"] for code, names in card["names"].items()} == {
+        code: taxonomy.at[code, "common_name"] for code in card["classes"]
+    }, "taxonomy.csv's names travel with the export to `dawnchorus predict`'s outputs"
     # the default engine's file, held to the AUC it keeps on windows apart from its calibration
     assert card["engine"] == {"engine": "tflite", "precision": "int8", "file": "model.int8.tflite"}
     checks = card["checks"]["tflite-int8"]

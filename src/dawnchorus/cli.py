@@ -363,7 +363,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     workers = min(args.workers or args.threads, max(1, len(plan.todo)))
     threads = max(1, args.threads // workers)
     params = predictor.params
-    output = OutputSettings(keep, tuple(args.format), params.fmin, params.fmax)
+    output = OutputSettings(keep, tuple(args.format), params.fmin, params.fmax, predictor.cnn.names)
     if workers > 1:
         load = partial(_load_predictor, args, quiet=True)
         del predictor

@@ -10,6 +10,8 @@ rule export:
         models=predicted_fold_models(),
         manifest=rules.manifest.output.manifest,
         shards=shard_files(),
+        # the classes' common and scientific names, carried in model.json to the outputs
+        taxonomy=data_path("taxonomy.csv"),
     output:
         model=results_path("export", "model.tflite"),
         card=results_path("export", "model.json"),

@@ -17,4 +17,5 @@ with log_to_file(snakemake.log[0]):
         embedding_shards=snakemake.input.get("embedding_shards", []),
         # int8's calibration audio: soundscapes, what it will predict
         calibration_audio=snakemake.input.get("calibration_audio", []),
+        taxonomy_csv=snakemake.input.taxonomy,
     )

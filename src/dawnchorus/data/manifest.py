@@ -382,6 +382,21 @@ def read_classes(path: str | Path) -> list[str]:
     return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
 
 
+def class_names(taxonomy_csv: str | Path, classes: Sequence[str]) -> dict[str, dict[str, str]]:
+    """{code: {"common": …, "scientific": …}} of `classes` from taxonomy.csv (the names a person
+    reads in the outputs); a code without a row, or a taxonomy without the columns, has none."""
+    taxonomy = pd.read_csv(taxonomy_csv, dtype=str, keep_default_na=False)
+    columns = {"common": "common_name", "scientific": "scientific_name"}
+    if not set(columns.values()) <= set(taxonomy.columns):
+        return {}
+    rows = taxonomy.drop_duplicates("primary_label").set_index("primary_label")
+    wanted = [code for code in classes if code in rows.index]
+    return {
+        code: {name: str(rows.at[code, column]) for name, column in columns.items()}
+        for code in wanted
+    }
+
+
 def label_matrix(manifest: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
     """Multi-hot targets (rows × classes, uint8) from primary and secondary labels."""
     index = {label: position for position, label in enumerate(classes)}

@@ -75,6 +75,7 @@ class OutputSettings:
     formats: tuple[str, ...]
     low_hz: float
     high_hz: float
+    names: dict[str, dict[str, str]] = field(default_factory=dict)  # {code: {"common": …}}
 
 
 @dataclass
@@ -230,6 +231,7 @@ def _predict_in_process(
                 job.outputs,
                 output.low_hz,
                 output.high_hz,
+                output.names,
             )
         else:  # nothing to show: no file, and none left from an earlier version of it
             for path in job.outputs.values():

@@ -68,6 +68,12 @@ class Ensemble:
         return audio_params(self.metadata)
 
     @property
+    def names(self) -> dict[str, dict[str, str]]:
+        """{code: {"common", "scientific"}} when the export carries them (Keras fold models do
+        not: their outputs show codes only)."""
+        return dict(self.metadata.get("names", {}))
+
+    @property
     def segments(self) -> int:
         return segments(self.metadata)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from dawnchorus.artifacts import read_json, write_bytes, write_json
 from dawnchorus.config import AudioParams
-from dawnchorus.data.manifest import label_matrix, read_manifest
+from dawnchorus.data.manifest import class_names, label_matrix, read_manifest
 from dawnchorus.data.shards import ClipStore
 from dawnchorus.inference.conversion import tflite_model, write_engine_file
 from dawnchorus.inference.engines import (
@@ -77,6 +77,7 @@ def export_tflite(
     threads: int = 1,
     blend_difference: Callable[[np.ndarray, np.ndarray], float] | None = None,
     choice: EngineChoice = EngineChoice(),
+    names: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict:
     """Write the fold ensemble as one TFLite model (`out_path`), the file `choice`'s engine
     runs in its precision beside it, and their metadata (model.json).
@@ -148,6 +149,8 @@ def export_tflite(
     }
     if fallback:
         card["engine"].update(wanted=choice.name, fallback=fallback)
+    if names:  # common and scientific names of the classes: the outputs' Common Name
+        card["names"] = {code: dict(names[code]) for code in metadata["classes"] if code in names}
     write_json(out_path.with_name(CARD), card, sort_keys=False)
     log.info(
         "exported %d fold model(s) to %s (%.1f MB) for %s; max difference to Keras %.2e on %d "
@@ -213,6 +216,7 @@ def export_stage(
     weights_json: str | Path | None = None,
     embedding_shards: Sequence[str | Path] = (),
     calibration_audio: Sequence[str | Path] = (),
+    taxonomy_csv: str | Path | None = None,
 ) -> dict:
     """Rule export: the fold ensemble as TFLite, checked on real windows from the shards.
 
@@ -247,11 +251,18 @@ def export_stage(
         store.close()
     if len(windows) == 0:
         raise PredictionError("the shards hold no recording to check the export on")
+    names = class_names(taxonomy_csv, metadata["classes"]) if taxonomy_csv else None
     if not heads:
         # an earlier blend's bundle would be read beside this model by `dawnchorus predict`
         Path(out_path).with_name(BLEND_BUNDLE).unlink(missing_ok=True)
         return export_tflite(
-            model_paths, out_path, windows, predict["export_tolerance"], threads, choice=choice
+            model_paths,
+            out_path,
+            windows,
+            predict["export_tolerance"],
+            threads,
+            choice=choice,
+            names=names,
         )
     head_ensemble = HeadEnsemble.load(heads)
     weights_file = read_json(weights_json)
@@ -285,6 +296,7 @@ def export_stage(
         threads,
         blend_difference,
         choice,
+        names,
     )
     embedding = {
         "embedding_file": head_ensemble.metadata["embedding_file"],

@@ -133,11 +133,16 @@ def window_probabilities(
 
 
 def detections(
-    prediction: FilePrediction, classes: Sequence[str], window_s: float, keep: DetectionFilter
+    prediction: FilePrediction,
+    classes: Sequence[str],
+    window_s: float,
+    keep: DetectionFilter,
+    names: Mapping[str, Mapping[str, str]] | None = None,
 ) -> pd.DataFrame:
     """Long: one row per window and kept species (filename, start_s, end_s, rank, label,
-    probability), each window's most probable first; `rank` counts among the kept species, so
-    a species filter with top-k keeps the k most probable of the listed species."""
+    probability; with `names`, {code: {"common": …}}, common_name after label), each window's
+    most probable first; `rank` counts among the kept species, so a species filter with top-k
+    keeps the k most probable of the listed species."""
     columns = _kept_columns(prediction.probabilities, classes, keep.species)
     probabilities = prediction.probabilities[:, columns]
     order = np.argsort(-probabilities, axis=1, kind="stable")
@@ -154,6 +159,8 @@ def detections(
     long = _window_keys(prediction, window_s).iloc[window_index[passes]].reset_index(drop=True)
     long["rank"] = rank[passes]
     long["label"] = np.asarray(classes, dtype=object)[columns[kept_index[passes]]]
+    if names:
+        long["common_name"] = [names.get(code, {}).get("common", "") for code in long["label"]]
     long["probability"] = scores[passes]
     return long
 
@@ -180,6 +187,8 @@ def raven_table(long_rows: pd.DataFrame, low_hz: float, high_hz: float) -> pd.Da
     if not 0 <= low_hz < high_hz:
         raise ValueError(f"the band must satisfy 0 <= low < high Hz, not {low_hz}..{high_hz}")
     n = len(long_rows)
+    # BirdNET-Analyzer's order: Common Name, Species Code, Confidence (a name when known)
+    common = {"Common Name": long_rows["common_name"]} if "common_name" in long_rows else {}
     return pd.DataFrame(
         {
             "Selection": np.arange(1, n + 1),
@@ -189,6 +198,7 @@ def raven_table(long_rows: pd.DataFrame, low_hz: float, high_hz: float) -> pd.Da
             "End Time (s)": long_rows["end_s"].to_numpy(dtype=np.float64),
             "Low Freq (Hz)": np.full(n, float(low_hz)),
             "High Freq (Hz)": np.full(n, float(high_hz)),
+            **{column: values.to_numpy(dtype=object) for column, values in common.items()},
             "Species Code": long_rows["label"].to_numpy(dtype=object),
             "Confidence": long_rows["probability"].to_numpy(dtype=np.float64),
         }
@@ -196,14 +206,17 @@ def raven_table(long_rows: pd.DataFrame, low_hz: float, high_hz: float) -> pd.Da
 
 
 def audacity_labels(long_rows: pd.DataFrame) -> str:
-    """Audacity's label-track text: one `start<TAB>end<TAB>label confidence` line per detection
-    (seconds with 6 decimals, confidence with 4), no header."""
+    """Audacity's label-track text: one `start<TAB>end<TAB>label (Common Name) confidence` line
+    per detection (the name when known; seconds with 6 decimals, confidence with 4), no
+    header."""
+    named = long_rows.get("common_name", pd.Series([""] * len(long_rows), dtype=object))
     return "".join(
-        f"{start:.6f}\t{end:.6f}\t{label} {probability:.4f}\n"
-        for start, end, label, probability in zip(
+        f"{start:.6f}\t{end:.6f}\t{label}{f' ({name})' if name else ''} {probability:.4f}\n"
+        for start, end, label, name, probability in zip(
             long_rows["start_s"],
             long_rows["end_s"],
             long_rows["label"],
+            named,
             long_rows["probability"],
             strict=True,
         )
@@ -268,6 +281,7 @@ def write_outputs(
     paths: Mapping[str, Path],
     low_hz: float,
     high_hz: float,
+    names: Mapping[str, Mapping[str, str]] | None = None,
 ) -> int:
     """Write the recording's files `paths` ({format: path}, `output_paths`), each complete or
     not at all; the number of detections written (the long rows; a wide CSV alone: its windows).
@@ -276,12 +290,13 @@ def write_outputs(
     top-k, else long. Raven and Audacity list detections, so without either they use
     DEFAULT_MIN_CONFIDENCE (BirdNET-Analyzer's default) instead of listing every species of
     every window. A recording that failed part-way (`prediction.error`) has the windows before
-    its problem written.
+    its problem written. `names` ({code: {"common": …}}, an export's model.json): a Common Name
+    column in Raven and the long CSV, the name beside the code in Audacity labels.
     """
     _check_formats(paths)
     label_keep = keep if keep.is_selective else replace(keep, min_confidence=DEFAULT_MIN_CONFIDENCE)
     needs_long = keep.is_selective or any(kind != "csv" for kind in paths)
-    long = detections(prediction, classes, window_s, label_keep) if needs_long else None
+    long = detections(prediction, classes, window_s, label_keep, names) if needs_long else None
 
     def prepared(kind: str) -> Callable[[Path], object]:
         """A writer of the format's file, its content already made."""
