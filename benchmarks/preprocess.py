@@ -28,12 +28,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from dawnchorus.config import AudioParams, load_config
 from dawnchorus.data.manifest import TRAIN_AUDIO_DIR, read_manifest
-from dawnchorus.demo.layout import generate_demo_data
+from dawnchorus.demo.layout import generate_demo_data, write_catalogue_only
 from dawnchorus.signal.audio import load_audio
 from dawnchorus.signal.features import log_mel
 
@@ -102,17 +101,7 @@ def shard_job_figures(results: Path) -> tuple[float, float]:
 
 
 def plan_seconds(workdir: Path) -> float:
-    data = workdir / "birdclef_like"
-    data.mkdir(exist_ok=True)
-    classes = [f"sp{i:03d}" for i in range(206)]
-    pd.DataFrame({"primary_label": classes}).to_csv(data / "taxonomy.csv", index=False)
-    pd.DataFrame(
-        {
-            "primary_label": [classes[i % 206] for i in range(28564)],
-            "secondary_labels": "['']",
-            "filename": [f"{classes[i % 206]}/XC{i}.ogg" for i in range(28564)],
-        }
-    ).to_csv(data / "train.csv", index=False)
+    data = write_catalogue_only(workdir / "birdclef_like")
     args = [
         "-n",
         "--configfile",

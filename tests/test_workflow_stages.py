@@ -10,7 +10,6 @@ import signal
 import time
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import pytest
 from support import (
@@ -26,6 +25,7 @@ from support import (
 )
 
 from dawnchorus.config import load_config
+from dawnchorus.demo.layout import write_catalogue_only
 
 pytestmark = pytest.mark.workflow
 FULL_CONFIG = str(REPO_ROOT / "config" / "config.yaml")
@@ -37,18 +37,7 @@ BIRDNET = birdnet_installed()
 @pytest.fixture
 def birdclef_csvs(tmp_path):
     """The CSVs of a BirdCLEF 2025-sized data set (28,564 rows, 206 classes), no audio."""
-    data = tmp_path / "birdclef"
-    data.mkdir()
-    classes = [f"sp{i:03d}" for i in range(206)]
-    pd.DataFrame({"primary_label": classes}).to_csv(data / "taxonomy.csv", index=False)
-    pd.DataFrame(
-        {
-            "primary_label": [classes[i % 206] for i in range(28564)],
-            "secondary_labels": "['']",
-            "filename": [f"{classes[i % 206]}/XC{i}.ogg" for i in range(28564)],
-        }
-    ).to_csv(data / "train.csv", index=False)
-    return data
+    return write_catalogue_only(tmp_path / "birdclef")
 
 
 def _plan_full_config(tmp_path, data, *overrides):

@@ -293,3 +293,21 @@ def generate_demo_data(
         "test_soundscapes": len(test_names),
         "train_soundscapes": len(train_names),
     }
+
+
+def write_catalogue_only(folder: str | Path, n_classes: int = 206, n_rows: int = 28564) -> Path:
+    """train.csv and taxonomy.csv of a BirdCLEF 2025-sized data set (its 206 classes, 28,564
+    rows), no audio: enough for `snakemake -n` to plan a run of that size."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    classes = [f"sp{i:03d}" for i in range(n_classes)]
+    pd.DataFrame({"primary_label": classes}).to_csv(folder / "taxonomy.csv", index=False)
+    labels = [classes[i % n_classes] for i in range(n_rows)]
+    pd.DataFrame(
+        {
+            "primary_label": labels,
+            "secondary_labels": "['']",
+            "filename": [f"{label}/XC{i}.ogg" for i, label in enumerate(labels)],
+        }
+    ).to_csv(folder / "train.csv", index=False)
+    return folder

@@ -18,7 +18,6 @@ exit status 1.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import queue as queue_module
@@ -147,7 +146,7 @@ def start_over(jobs: Sequence[Job], out_dir: str | Path) -> int:
     of `jobs`, problems.csv, the combined tables, the record); the number of files deleted.
     Files the folder's records do not name are left alone: the folder may hold others'."""
     out_dir = Path(out_dir)
-    listed = [out_dir / name for name in _ledger_outputs(out_dir)]
+    listed = [out_dir / name for row in read_ledger(out_dir).values() for name in row.outputs]
     ours = [
         *listed,
         *(Path(path) for job in jobs for path in job.outputs.values()),
@@ -162,20 +161,6 @@ def start_over(jobs: Sequence[Job], out_dir: str | Path) -> int:
             path.unlink()
             deleted += 1
     return deleted
-
-
-def _ledger_outputs(out_dir: Path) -> list[str]:
-    path = out_dir / LEDGER
-    if not path.is_file():
-        return []
-    table = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines="skip")
-    names: list[str] = []
-    for cell in table.get("outputs", []):
-        try:
-            names += json.loads(cell)
-        except ValueError:
-            continue
-    return names
 
 
 def _duration_s(path: Path) -> float:

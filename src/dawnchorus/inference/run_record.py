@@ -158,6 +158,7 @@ class LedgerRow:
     windows: int
     decoded_s: float
     problem: str
+    outputs: tuple[str, ...]  # the files written, relative to the folder
 
 
 def read_ledger(out_dir: str | Path) -> dict[str, LedgerRow]:
@@ -176,8 +177,9 @@ def read_ledger(out_dir: str | Path) -> dict[str, LedgerRow]:
                     int(row["windows"]),
                     float(row["decoded_s"] or "nan"),
                     row["problem"] or "",
+                    tuple(json.loads(row["outputs"])),
                 )
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError):  # (json's errors are ValueErrors)
                 continue
     return rows
 

@@ -211,7 +211,7 @@ def _seconds(frames: int, rate: int) -> str:
 
 def _broken_stream(path, header_frames: int, decoded: int, rate: int, error: Exception) -> str:
     """The reason for a stream that breaks off while decoding (a truncated FLAC, say)."""
-    expected = max(header_frames, wav_header_frames(path) or 0)
+    expected = _expected_frames(path, header_frames)
     if expected > decoded:
         return f"truncated: {_seconds(decoded, rate)} of {_seconds(expected, rate)} s decoded"
     return f"cannot decode after {_seconds(decoded, rate)} s: {_short(error)}"
@@ -222,7 +222,7 @@ def end_problem(path: str | Path, header_frames: int, decoded: int, rate: int) -
     header says (libsndfile's count, or a WAV's data chunk, which libsndfile trims to what the
     file holds), or an Ogg stream that stops without its last page (libsndfile counts only the
     pages there). None when it is whole."""
-    expected = max(header_frames, wav_header_frames(path) or 0)
+    expected = _expected_frames(path, header_frames)
     if decoded < expected - _TRUNCATION_TOLERANCE_S * rate:
         return f"truncated: {_seconds(decoded, rate)} of {_seconds(expected, rate)} s decoded"
     if ogg_stream_unfinished(path):
@@ -231,6 +231,12 @@ def end_problem(path: str | Path, header_frames: int, decoded: int, rate: int) -
             "(the file was cut short)"
         )
     return None
+
+
+def _expected_frames(path: str | Path, header_frames: int) -> int:
+    """The frames the file says it holds: libsndfile's count, or a WAV's own data chunk size
+    when larger (libsndfile trims that one to what the file holds)."""
+    return max(header_frames, wav_header_frames(path) or 0)
 
 
 def wav_header_frames(path: str | Path) -> int | None:
