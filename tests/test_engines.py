@@ -141,8 +141,14 @@ def test_a_reduced_precision_losing_too_much_auc_leaves_the_fp32_export_in_use(
         card["engine"]["fallback"],
     )
     assert "macro_auc_change" in card["checks"]["onnxruntime-int8"]
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "model.tflite"]
+    # the refused file stays (the workflow declared it; the card says why it does not run)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "model.int8.onnx",
+        "model.json",
+        "model.tflite",
+    ]
     assert load_ensemble([tmp_path]).engine == "tflite-fp32"
+    assert load_ensemble([tmp_path / "model.json"]).engine == "tflite-fp32"
 
 
 def test_a_new_export_removes_the_engine_files_of_an_earlier_one(
@@ -201,17 +207,20 @@ def test_config_refuses_a_precision_the_engine_does_not_run():
     )
 
 
-def test_calibration_windows_come_from_soundscapes_as_prediction_cuts_them(
+def test_calibration_windows_are_cut_as_prediction_cuts_them_spread_over_each_recording(
     tmp_path, tiny_demo, folds
 ):
-    from dawnchorus.inference.export import soundscape_calibration
+    from dawnchorus.inference.export import audio_calibration
     from dawnchorus.learning.modelcard import read_metadata
 
     soundscapes = sorted((tiny_demo / "test_soundscapes").glob("*.ogg"))
     broken = tmp_path / "broken.ogg"
     broken.write_bytes(b"OggS not really")
-    calibration = soundscape_calibration([broken, *soundscapes], 10, read_metadata(folds[0]))
-    # 10 asked of 3 files: up to 4 from each readable one, in order, the broken one passed
+    calibration = audio_calibration([broken, *soundscapes], 10, read_metadata(folds[0]))
+    # 10 asked of 3 files: up to 4 from each readable one, the broken one passed
     assert calibration.shape == (8, PARAMS.window_frames, PARAMS.n_mels)
     first = [window_features(w, PARAMS) for w in recording_windows(soundscapes[0], PARAMS, 5)]
-    np.testing.assert_array_equal(calibration[:4], np.stack(first[:4]).astype(np.float32))
+    # spread over the recording: its first window, its last and two evenly between
+    spread = np.linspace(0, len(first) - 1, 4).round().astype(int)
+    assert spread[-1] > 3, "the soundscape is longer than four windows"
+    np.testing.assert_array_equal(calibration[:4], np.stack(first)[spread].astype(np.float32))

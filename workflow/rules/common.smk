@@ -312,8 +312,13 @@ def soundscape_inputs(wildcards):
 
 
 def prediction_inputs(wildcards):
+    if PREDICT["engine"] == "keras":
+        return {"models": predicted_fold_models(), **soundscape_inputs(wildcards)}
     return {
-        "models": exported_model() or predicted_fold_models(),
+        # the export's card: it names the file that runs (the configured engine's, or
+        # model.tflite where a reduced precision failed its AUC check)
+        "models": results_path("export", "model.json"),
+        "engine_file": exported_model(),
         **soundscape_inputs(wildcards),
     }
 

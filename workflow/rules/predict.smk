@@ -45,6 +45,8 @@ rule export:
                 )
             },
         },
+        # without train_soundscapes/, int8 calibrates on windows of training recordings
+        clip_audio_dir=str(DATA_DIR / "train_audio"),
     script:
         "../scripts/export.py"
 

@@ -130,9 +130,14 @@ rule summary:
     input:
         unpack(summary_inputs),
     output:
-        report(
+        summary=report(
             results_path("report", "summary.rst"),
             caption="../report/summary.rst",
+            category="Summary",
+        ),
+        chart=report(
+            results_path("report", "models.png"),
+            caption="../report/models.rst",
             category="Summary",
         ),
     log:

@@ -15,7 +15,8 @@ with log_to_file(snakemake.log[0]):
         heads=snakemake.input.get("heads", []),
         weights_json=snakemake.input.get("blend_weights"),
         embedding_shards=snakemake.input.get("embedding_shards", []),
-        # int8's calibration audio: soundscapes, what it will predict
+        # int8's calibration audio: soundscapes, what it will predict (else training clips)
         calibration_audio=snakemake.input.get("calibration_audio", []),
+        clip_audio_dir=snakemake.params.clip_audio_dir,
         taxonomy_csv=snakemake.input.taxonomy,
     )

@@ -29,7 +29,6 @@ from dawnchorus.inference.members import BLEND_BUNDLE
 from dawnchorus.inference.runtimes import (
     ENGINE_FILES,
     REDUCED,
-    engine_file,
     engine_name,
     engine_runner,
     tflite_runner,
@@ -43,6 +42,11 @@ log = logging.getLogger(__name__)
 
 
 QUALITY_WINDOWS_PER_RECORDING = 4
+# without soundscapes, int8 calibrates on this many training recordings (several windows of
+# each), the others are left to its AUC check
+CALIBRATION_RECORDINGS = 32
+# calibration windows are spread over this many windows from a recording's start (5 min)
+CALIBRATION_SCAN_WINDOWS = 60
 
 
 class ExportError(RuntimeError):
@@ -126,19 +130,17 @@ def export_tflite(
                     f"windows; tolerance {choice.auc_tolerance}): the export runs tflite-fp32"
                 )
                 log.warning("%s", fallback)
-                engine_path = scratch / engine_file("tflite", "fp32")
         else:
             _refuse_beyond(checks, tolerance, choice.name, len(windows))
         # engine files of an earlier export would run other folds under this card
         for stale in set(ENGINE_FILES) - {engine_path.name}:
             out_path.with_name(stale).unlink(missing_ok=True)
         write_bytes(out_path, blob)
-        if engine_path.name == engine_file("tflite", "fp32"):  # the TFLite export itself
-            engine_path = out_path
-        else:
-            moved = out_path.with_name(engine_path.name)
-            os.replace(engine_path, moved)
-            engine_path = moved
+        if engine_path.name != out_path.name:  # not the TFLite export itself
+            # kept after a fallback too: the workflow declared it, and the card says why the
+            # export runs model.tflite instead
+            os.replace(engine_path, out_path.with_name(engine_path.name))
+        engine_path = out_path if fallback else out_path.with_name(engine_path.name)
     runs = ("tflite", "fp32") if fallback else (choice.engine, choice.precision)
     card = {
         **metadata,
@@ -217,6 +219,7 @@ def export_stage(
     embedding_shards: Sequence[str | Path] = (),
     calibration_audio: Sequence[str | Path] = (),
     taxonomy_csv: str | Path | None = None,
+    clip_audio_dir: str | Path | None = None,
 ) -> dict:
     """Rule export: the fold ensemble as TFLite, checked on real windows from the shards.
 
@@ -245,7 +248,14 @@ def export_stage(
         evaluation = evaluation_windows(store, rows, max_windows=1, crop_frames=crop_frames)
         windows, owner = evaluation.windows, evaluation.clip_of_window  # owner: index into rows
         choice = _engine_choice(
-            predict, store, available, crop_frames, manifest, metadata, calibration_audio
+            predict,
+            store,
+            available,
+            crop_frames,
+            manifest,
+            metadata,
+            calibration_audio,
+            clip_audio_dir,
         )
     finally:
         store.close()
@@ -325,6 +335,7 @@ def _engine_choice(
     manifest,
     metadata: Mapping,
     calibration_audio: Sequence[str | Path] = (),
+    clip_audio_dir: str | Path | None = None,
 ) -> EngineChoice:
     """The configured engine and precision; a reduced precision with its calibration windows
     and, apart from them, the labelled windows its AUC is checked on (the other recordings in a
@@ -340,10 +351,18 @@ def _engine_choice(
     if calibration_audio:
         # the audio it will predict: on the demo, int8 calibrated on training clips lost 0.0029
         # test-soundscape AUC, calibrated on soundscapes it kept Keras's (docs/results.md)
-        calibration = soundscape_calibration(
-            calibration_audio, predict["calibration_windows"], metadata
-        )
+        calibration = audio_calibration(calibration_audio, predict["calibration_windows"], metadata)
         n_calibration = 0
+    elif clip_audio_dir is not None:
+        # no soundscapes: training recordings, decoded and cut as prediction cuts them, windows
+        # spread over each (its quiet stretches too, as soundscapes are mostly quiet)
+        n_calibration = min(CALIBRATION_RECORDINGS, len(available) // 2)
+        filenames = manifest["filename"].to_numpy()
+        calibration = audio_calibration(
+            [Path(clip_audio_dir) / filenames[row] for row in shuffled[:n_calibration]],
+            predict["calibration_windows"],
+            metadata,
+        )
     else:
         # a small data set gives half its recordings to each, rather than none to the check
         n_calibration = min(predict["calibration_windows"], len(available) // 2)
@@ -374,11 +393,10 @@ def _engine_choice(
     )
 
 
-def soundscape_calibration(
-    paths: Sequence[str | Path], n_windows: int, metadata: Mapping
-) -> np.ndarray:
-    """About `n_windows` model inputs from the recordings `paths` (as many from each, in
-    order), cut and featurised as prediction does; files that cannot be decoded are passed."""
+def audio_calibration(paths: Sequence[str | Path], n_windows: int, metadata: Mapping) -> np.ndarray:
+    """About `n_windows` model inputs from the recordings `paths`, as many from each, cut and
+    featurised as prediction does and spread evenly over each recording's first
+    CALIBRATION_SCAN_WINDOWS windows; files that cannot be decoded are passed."""
     from dawnchorus.inference.engines import join_windows
     from dawnchorus.inference.recordings import recording_windows, window_features
     from dawnchorus.signal.audio import AudioError
@@ -390,13 +408,20 @@ def soundscape_calibration(
         windows = []
         try:
             for samples in recording_windows(path, params, params.window_s):
-                windows.append(window_features(samples, params))
-                if len(windows) == per_file * n_segments:
+                windows.append(samples)
+                if len(windows) == CALIBRATION_SCAN_WINDOWS * n_segments:
                     break
         except AudioError as error:
             log.warning("calibration skips %s: %s", path, error)
-        if windows:
-            chunks.append(join_windows(np.stack(windows).astype(np.float32), n_segments))
+        inputs = len(windows) // n_segments
+        if inputs:
+            chosen = np.unique(np.linspace(0, inputs - 1, min(per_file, inputs)).round())
+            features = [
+                window_features(windows[int(start) * n_segments + segment], params)
+                for start in chosen
+                for segment in range(n_segments)
+            ]
+            chunks.append(join_windows(np.stack(features).astype(np.float32), n_segments))
         if sum(map(len, chunks)) >= n_windows:
             break
     if not chunks:

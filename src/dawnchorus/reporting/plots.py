@@ -56,10 +56,10 @@ def plot_per_class_auc(per_class: pd.DataFrame, out: str | Path) -> None:
 
 
 PER_CLASS_BARS = (
-    ("oof_auc", "CNN (out of fold)", "tab:blue"),
+    ("oof_auc", "CNN", "tab:blue"),
     ("baseline_oof_auc", "baseline", "lightgray"),
-    ("reference_oof_auc", "pretrained reference", "tab:orange"),
-    ("ensemble_oof_auc", "blend (nested, out of fold)", "tab:purple"),
+    ("reference_oof_auc", "BirdNET head", "tab:orange"),
+    ("ensemble_oof_auc", "blend", "tab:purple"),
 )
 
 
@@ -99,6 +99,41 @@ def plot_soundscape_auc(scores: Mapping, out: str | Path) -> None:
         f"({scores['windows']} windows, {scores['scored_classes']} classes scored)",
     )
     _save(plt, figure, out)
+
+
+def plot_model_scores(scores: Sequence[tuple[str, float, float | None]], out: str | Path) -> None:
+    plt = _pyplot()
+    _save(plt, model_scores_figure(plt, scores), out)
+
+
+def model_scores_figure(plt, scores: Sequence[tuple[str, float, float | None]]):
+    """The report's first chart: each model's cross-validated and test-soundscape macro-AUC
+    (name, cv, soundscapes or None), the first model on top, the value at each bar's end."""
+    figure, axis = plt.subplots(figsize=(6.4, 0.62 * len(scores) + 1.1), layout="constrained")
+    rows = np.arange(len(scores))[::-1]
+    for column, label, colour, offset in (
+        (1, "cross-validated", "tab:blue", 0.2),
+        (2, "test soundscapes", "tab:green", -0.2),
+    ):
+        for row, entry in zip(rows, scores, strict=True):
+            value = entry[column]
+            if value is None:
+                continue
+            axis.barh(row + offset, value, height=0.38, color=colour, label=label)
+            axis.annotate(
+                f"{value:.3f}",
+                (value, row + offset),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+            )
+            label = None  # one legend entry per kind of bar
+    axis.set_yticks(rows, [entry[0] for entry in scores])
+    axis.set(xlabel="macro ROC-AUC (0.5 is chance)", xlim=(0, 1.08))
+    axis.axvline(0.5, color="black", linewidth=0.5)
+    figure.legend(fontsize=8, loc="outside upper center", ncol=2)
+    return figure
 
 
 def plot_frequency_vs_auc(per_class: pd.DataFrame, out: str | Path) -> None:
@@ -150,7 +185,7 @@ def plot_tuning_trials(results: Mapping, out: str | Path) -> None:
         ylim=(0, 1.02),
         title=f"{results['tuner_type']} on fold {results['fold']}",
     )
-    axis.legend(fontsize=8, loc="lower right")
+    figure.legend(fontsize=8, loc="outside upper center", ncol=2)
     _save(plt, figure, out)
 
 

