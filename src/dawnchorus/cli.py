@@ -100,6 +100,10 @@ def _add_predict(subparsers) -> None:
         description="Cut recordings of any length, sample rate and channel count into "
         "consecutive windows and average the given fold models' probabilities per window. "
         "Folders are searched recursively for audio files.",
+        # measured by benchmarks/predict_archive.py (docs/results.md, "Inference speed")
+        epilog="What it costs on 2 CPU cores (the demo's export, 4 folds): a 1,000-hour archive "
+        "takes about 31 h as shipped (the blend of the CNN and the BirdNET head; BirdNET's own "
+        "analyzer alone: 17.5 h) and 5.5 h with --cnn-only. More cores, more --workers.",
     )
     parser.add_argument("inputs", nargs="+", metavar="AUDIO_OR_FOLDER")
     parser.add_argument(
