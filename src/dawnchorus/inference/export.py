@@ -350,13 +350,12 @@ def _engine_choice(
         return EngineChoice(engine, precision)
     shuffled = np.random.default_rng(0).permutation(available)
     if calibration_audio:
-        # the audio it will predict: on the demo, int8 calibrated on training clips lost 0.0029
-        # test-soundscape AUC, calibrated on soundscapes it kept Keras's (docs/results.md)
+        # the audio it will predict
         calibration = audio_calibration(calibration_audio, predict["calibration_windows"], metadata)
         n_calibration = 0
     elif clip_audio_dir is not None:
-        # no soundscapes: training recordings, decoded and cut as prediction cuts them, windows
-        # spread over each (its quiet stretches too, as soundscapes are mostly quiet)
+        # no soundscapes: training recordings, decoded and cut as prediction cuts them (on the
+        # demo as good as soundscapes; one stored window of each lost 0.002-0.003 soundscape AUC)
         n_calibration = min(CALIBRATION_RECORDINGS, len(available) // 2)
         filenames = manifest["filename"].to_numpy()
         calibration = audio_calibration(
@@ -365,7 +364,8 @@ def _engine_choice(
             metadata,
         )
     else:
-        # a small data set gives half its recordings to each, rather than none to the check
+        # no audio given (a caller outside the workflow): stored windows from the shards; a
+        # small data set gives half its recordings to each, rather than none to the check
         n_calibration = min(predict["calibration_windows"], len(available) // 2)
         calibration = evaluation_windows(
             store, shuffled[:n_calibration], max_windows=1, crop_frames=crop_frames

@@ -185,7 +185,7 @@ def plot_tuning_trials(results: Mapping, out: str | Path) -> None:
         ylim=(0, 1.02),
         title=f"{results['tuner_type']} on fold {results['fold']}",
     )
-    figure.legend(fontsize=8, loc="outside upper center", ncol=2)
+    axis.legend(fontsize=8, loc="lower right")
     _save(plt, figure, out)
 
 
