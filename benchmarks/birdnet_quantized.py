@@ -38,7 +38,31 @@ RECIPES = (
     "dynamic_legacy_wi8_afp32",
     "static_wi8_ai8",
     "static_wi8_ai16",
+    # the convolutional blocks only (tensors model/BLOCK_*), the spectrogram front end in fp32
+    "dynamic_wi8_afp32 blocks",
+    "static_wi8_ai8 blocks",
 )
+BLOCKS = r"model/BLOCK_.*"
+
+
+def recipe_of(name: str):
+    from ai_edge_quantizer import recipe, recipe_manager
+
+    if not name.endswith(" blocks"):
+        return getattr(recipe, name)()
+    manager = recipe_manager.RecipeManager()
+    everything = recipe.TFLOperationName.ALL_SUPPORTED
+    if name.startswith("dynamic"):
+        manager.add_dynamic_config(regex=BLOCKS, operation_name=everything, num_bits=8)
+    else:
+        manager.add_static_config(
+            regex=BLOCKS,
+            operation_name=everything,
+            activation_num_bits=8,
+            weight_num_bits=8,
+            algorithm_key=recipe.AlgorithmName.MIN_MAX_UNIFORM_QUANT,
+        )
+    return manager.get_quantization_recipe()
 
 
 def windows_of(folder: Path, count: int, step: int = 1) -> np.ndarray:
@@ -118,7 +142,7 @@ def main() -> int:
     parser.add_argument("--calibration", type=Path, default=Path("data/demo/train_soundscapes"))
     parser.add_argument("--windows", type=int, default=64)
     args = parser.parse_args()
-    from ai_edge_quantizer import quantizer, recipe
+    from ai_edge_quantizer import quantizer
 
     windows = windows_of(args.audio, args.windows)
     calibration = windows_of(args.calibration, 40, step=4)
@@ -128,10 +152,10 @@ def main() -> int:
         print(f"{len(windows)} windows of {args.audio}; {len(calibration)} calibration windows")
         print(f"{'fp32':26s} {base:6.1f} windows/s (1.00x)  cosine to fp32 1.0000")
         for name in RECIPES:
-            out = Path(tmp) / f"{name}.tflite"
+            out = Path(tmp) / f"{name.replace(' ', '_')}.tflite"
             try:
                 quantize = quantizer.Quantizer(float_model=str(fp32))
-                quantize.load_quantization_recipe(getattr(recipe, name)())
+                quantize.load_quantization_recipe(recipe_of(name))
                 found = None
                 if quantize.need_calibration:
                     batches = [{"INPUT": window[None]} for window in calibration]
