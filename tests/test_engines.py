@@ -224,3 +224,6 @@ def test_calibration_windows_are_cut_as_prediction_cuts_them_spread_over_each_re
     spread = np.linspace(0, len(first) - 1, 4).round().astype(int)
     assert spread[-1] > 3, "the soundscape is longer than four windows"
     np.testing.assert_array_equal(calibration[:4], np.stack(first)[spread].astype(np.float32))
+    # one input of each file asked: its first window (the rest of the file is not decoded)
+    one_each = audio_calibration(soundscapes, 2, read_metadata(folds[0]))
+    np.testing.assert_array_equal(one_each[0], first[0].astype(np.float32))

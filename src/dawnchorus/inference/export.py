@@ -404,13 +404,15 @@ def audio_calibration(paths: Sequence[str | Path], n_windows: int, metadata: Map
 
     params, n_segments = audio_params(metadata), segments(metadata)
     per_file = max(1, -(-n_windows // len(paths)))
+    # one input from each file is its first: decoding further would be thrown away
+    scan = (1 if per_file == 1 else CALIBRATION_SCAN_WINDOWS) * n_segments
     chunks = []
     for path in paths:
         windows = []
         try:
             for samples in recording_windows(path, params, params.window_s):
                 windows.append(samples)
-                if len(windows) == CALIBRATION_SCAN_WINDOWS * n_segments:
+                if len(windows) == scan:
                     break
         except AudioError as error:
             log.warning("calibration skips %s: %s", path, error)

@@ -35,6 +35,12 @@ def submission_model(cv_results: Mapping) -> str:
     return "blend" if "ensemble" in cv_results else "cnn"
 
 
+def _ablation_entries(ablation: Mapping) -> list[dict]:
+    """The ablation's results, each with its member (ablations written before the blend have
+    none: the CNN's)."""
+    return [{"member": "cnn", **entry} for entry in ablation["results"]]
+
+
 def _ablation_score(ablation: Mapping, member: str) -> float | None:
     """`member`'s test-soundscape score in the ablation at the submission's settings (its
     post-processing; for the CNN also its round and window step)."""
@@ -45,8 +51,7 @@ def _ablation_score(ablation: Mapping, member: str) -> float | None:
     }
     if member != "head":  # the head has one window step and no rounds
         wanted |= {"round": configured["round"], "hops_per_window": configured["hops_per_window"]}
-    for entry in ablation["results"]:
-        entry = {"member": "cnn", **entry}  # ablations written before the blend: the CNN's
+    for entry in _ablation_entries(ablation):
         if entry["member"] == member and all(entry[key] == value for key, value in wanted.items()):
             return entry["macro_auc"]
     return None
@@ -233,8 +238,7 @@ def _ablation_lines(ablation: Mapping) -> list[str]:
     order = {"blend": 0, "cnn": 1, "head": 2}
     cells: dict[tuple[int, int, int, str], dict[str, str]] = {}
     speed: dict[tuple[int, int, int, str], float | None] = {}
-    for entry in results:
-        entry = {"member": "cnn", **entry}  # ablations written before the blend: the CNN's
+    for entry in _ablation_entries(ablation):
         member = entry["member"]
         key = (order[member], -entry["round"], entry["hops_per_window"], member)
         value = f"{entry['macro_auc']:.3f}"
