@@ -3,15 +3,17 @@
 1. the blend's space (logits, probabilities) and the weight grid: nested CV and OOF macro-AUC
    refitted from the run's out-of-fold files, and the test soundscapes scored with the weights
    fitted on every fold, beside each member alone;
-2. which BirdNET windows hear a 5-s row (`reference.row_window_offsets_s`): the test
-   soundscapes' macro-AUC of the head alone and of the blend, and the head's speed.
+2. which BirdNET windows hear a 5-s row (`reference.window_hop_s`, or with it null
+   `reference.row_window_offsets_s`): the test soundscapes' macro-AUC of the head alone and of
+   the blend, and the head's speed.
 
 It reuses the run's fold heads, blend weights and last-round CNN export, re-pools the heads'
 windows per setting and post-processes as the submission does (the configured smoothing).
 Same soundscapes, same process, one after another: compare the rows, not absolute speed.
 
 Usage: python benchmarks/blend.py [--results results/demo] [--data data/demo]
-           [--offsets 0,1,2 0,2 1 0,0.5,1,1.5,2] [--steps 0.05 0.25]
+           [--windows 0,1,2 0,2 hop=3 hop=2.5 hop=1.5] [--steps 0.05 0.25]
+(`--windows`: a grid `hop=S`, or offsets into each row `A,B,...`)
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=Path("results/demo"))
     parser.add_argument("--data", type=Path, default=Path("data/demo"))
     parser.add_argument("--config", default="config/demo.yaml")
-    parser.add_argument("--offsets", nargs="+", default=["0,1,2", "0,2", "1", "0,0.5,1,1.5,2"])
+    parser.add_argument(
+        "--windows", nargs="+", default=["0,1,2", "0,2", "1", "hop=3", "hop=2.5", "hop=1.5"]
+    )
     parser.add_argument("--steps", nargs="+", type=float, default=[0.05, 0.25])
     args = parser.parse_args()
     config = load_config(args.config, {"data_dir": str(args.data)})
@@ -107,19 +111,20 @@ def main() -> int:
         print(f"{name + ' alone':<44}{entry['mean_val_auc']:>13.4f}{entry['oof_val_auc']:>8.4f}")
     print()
     print(
-        f"{'offsets (s)':<22}{'windows/row':>12}{'head AUC':>10}{'blend AUC':>10}"
-        f"{'head audio-s/s':>16}"
+        f"{'windows':<22}{'per audio s':>12}{'head AUC':>10}{'blend AUC':>10}{'head audio-s/s':>16}"
     )
-    for text in args.offsets:
-        offsets = [float(value) for value in text.split(",")]
+    from predict_archive import row_window_layout  # beside this script
+
+    for text in args.windows:
+        layout = row_window_layout(text)
         variant = HeadEnsemble(
             [
-                dataclasses.replace(
-                    head, metadata={**head.metadata, "row_window_offsets_s": offsets}
-                )
+                dataclasses.replace(head, metadata={**head.metadata, **layout})
                 for head in blend.head.heads.heads
             ]
         )
+        row_windows = variant.row_windows(blend.params.window_s)
+        per_second = len(row_windows.window_starts_s(12)) / (12 * blend.params.window_s)
         member = dataclasses.replace(blend.head, heads=variant)
         started = time.perf_counter()
         rows = {
@@ -134,7 +139,7 @@ def main() -> int:
         blended = [Blend.combine(blend, cnn_rows[path], *rows[path]) for path in soundscapes]
         audio_s = sum(len(r) for r, _ in rows.values()) * blend.params.window_s
         print(
-            f"{text:<22}{len(offsets):>12}{score(alone):>10.4f}{score(blended):>10.4f}"
+            f"{text:<22}{per_second:>12.2f}{score(alone):>10.4f}{score(blended):>10.4f}"
             f"{audio_s / seconds:>16.1f}"
         )
     return 0

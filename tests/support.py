@@ -283,8 +283,9 @@ def build_tflite(out: Path, input_samples: int = 144000, hidden_width: int = HID
     return keras.Model(audio, hidden)
 
 
-def make_head(path, classes, model_path, fold=0, seed=0, offsets=(0, 1, 2)):
-    """A head file for a BirdNET-shaped model: random weights over its mean_max features."""
+def make_head(path, classes, model_path, fold=0, seed=0, offsets=(0, 1, 2), hop_s=None):
+    """A head file for a BirdNET-shaped model: random weights over its mean_max features, hearing
+    rows through the windows at `offsets` into each row, or with `hop_s` a grid."""
     from dawnchorus.learning.linear import LinearWeights
     from dawnchorus.pretrained.embeddings import EmbeddingModel
     from dawnchorus.pretrained.head import Head, head_metadata
@@ -298,7 +299,9 @@ def make_head(path, classes, model_path, fold=0, seed=0, offsets=(0, 1, 2)):
         coef=rng.normal(0, 0.3, (len(classes), features)),
         intercept=np.zeros(len(classes)),
     )
-    metadata = head_metadata(fold, classes, "mean_max", offsets, model_path.name, model.sha256)
+    metadata = head_metadata(
+        fold, classes, "mean_max", offsets, hop_s, model_path.name, model.sha256
+    )
     Head(weights, metadata).save(path)
     return path
 

@@ -187,7 +187,11 @@ def blend_parts(tmp_path_factory, tiny_demo, tiny_birdnet):
     folder = tmp_path_factory.mktemp("blend")
     classes = taxonomy_classes(tiny_demo)
     cnn = [save_fold_model(folder / f"fold_{k}.keras", classes, seed=k) for k in range(2)]
-    heads = [make_head(folder / f"head_{k}.npz", classes, tiny_birdnet, k, k) for k in range(2)]
+    # the heads hear rows as the default config does: a grid of windows every 2.5 s
+    heads = [
+        make_head(folder / f"head_{k}.npz", classes, tiny_birdnet, k, k, hop_s=2.5)
+        for k in range(2)
+    ]
     weights = folder / "weights.json"
     blend = blend_weights_file({"cnn": 0.6, "head": 0.4}, "logit", classes)
     weights.write_text(json.dumps(blend))
@@ -208,7 +212,7 @@ def test_the_blend_predicts_every_row_from_both_members(tiny_demo, blend_parts):
     assert problems.empty
     assert blended["row_id"].tolist() == alone["row_id"].tolist()
     assert len(blended) == 12 * len(soundscapes)
-    # the head's rows, from BirdNET windows 0, 1 and 2 s into each row, move every row
+    # the head's rows, from BirdNET windows every 2.5 s, move every row
     head_rows, error = blend.head.rows(soundscapes[0], blend.params, 1.0)
     assert error is None and head_rows.shape == (12, len(classes))
     cnn_rows = alone[classes].to_numpy()[:12]
@@ -258,6 +262,9 @@ def test_members_that_do_not_fit_together_are_refused_by_name(tmp_path, tiny_dem
     other = make_head(tmp_path / "other.npz", classes[::-1], parts["model"])
     with pytest.raises(HeadError, match=r"heads disagree on classes.*head_0\.npz.*other\.npz"):
         HeadEnsemble.load([parts["heads"][0], other])
+    own_windows = make_head(tmp_path / "own_windows.npz", classes, parts["model"], hop_s=None)
+    with pytest.raises(HeadError, match=r"heads disagree on window_hop_s.*own_windows\.npz"):
+        HeadEnsemble.load([parts["heads"][0], own_windows])
     with pytest.raises(
         PredictionError, match=r"other\.npz.*fold_0\.keras.*same 6 classes in another order"
     ):
@@ -275,39 +282,106 @@ def test_members_that_do_not_fit_together_are_refused_by_name(tmp_path, tiny_dem
 def test_config_refuses_a_blend_without_the_cnn_and_windows_past_the_row():
     with pytest.raises(ConfigError, match="lacks cnn"):
         load_config(overrides={"data_dir": "x", "ensemble": {"members": ["head"]}})
+    row_offsets = {"row_window_offsets_s": [0, 2.5], "window_hop_s": None}
     with pytest.raises(ConfigError, match="ends past the row"):
-        load_config(overrides={"data_dir": "x", "reference": {"row_window_offsets_s": [0, 2.5]}})
+        load_config(overrides={"data_dir": "x", "reference": row_offsets})
+    # the offsets are not used with a grid
+    load_config(overrides={"data_dir": "x", "reference": {"row_window_offsets_s": [0, 2.5]}})
+    with pytest.raises(ConfigError, match=r"window_hop_s 2.5: .* unheard"):
+        load_config(overrides={"data_dir": "x", "audio": {"window_s": 2.0}})
     with pytest.raises(ConfigError, match="must divide 1"):
         load_config(overrides={"data_dir": "x", "ensemble": {"weight_step": 0.3}})
 
 
-def test_the_rows_birdnet_hears_are_the_rows_the_cnn_predicts(tmp_path):
-    """Cut whole (a soundscape shard) or streamed (prediction), a recording gives the same rows:
-    its consecutive 5-s windows, a last partial one filled with its own audio, each heard
-    through the 3-s windows 0, 1 and 2 s into it."""
+@pytest.mark.parametrize(
+    "offsets, hop_s, n_windows, second_window_s, fifth_window_s",
+    [
+        # three windows inside each row: the fifth is the second row's, 1 s into it
+        ((0.0, 1.0, 2.0), None, 9, 1.0, 6.0),
+        # one grid every 2.5 s over the 15 s of rows: the fifth starts at 10 s, in the last row
+        ((), 2.5, 6, 2.5, 10.0),
+    ],
+    ids=["row offsets", "grid"],
+)
+def test_the_rows_birdnet_hears_are_the_rows_the_cnn_predicts(
+    tmp_path, offsets, hop_s, n_windows, second_window_s, fifth_window_s
+):
+    """Cut whole (a soundscape shard) or streamed row by row (prediction), a recording gives the
+    same windows over its consecutive 5-s rows, a last partial row filled with its own audio;
+    a grid window past the rows' end is filled from its own audio too."""
     import dataclasses
 
     from support import write_audio
 
     from dawnchorus.config import AudioParams, section_defaults
     from dawnchorus.inference.recordings import recording_windows
-    from dawnchorus.pretrained.embeddings import SAMPLE_RATE, RowWindows, cut_row_windows
+    from dawnchorus.pretrained.embeddings import (
+        SAMPLE_RATE,
+        RowWindowCutter,
+        RowWindows,
+        cut_row_windows,
+    )
 
     rng = np.random.default_rng(0)
     samples = (0.1 * rng.standard_normal(12 * SAMPLE_RATE)).astype(np.float32)
     path = write_audio(tmp_path / "a.wav", samples, SAMPLE_RATE)
-    layout = RowWindows(5.0, (0.0, 1.0, 2.0))
+    layout = RowWindows(5.0, offsets, hop_s)
     whole = cut_row_windows(samples, layout, min_last_window_s=1.0)
-    assert whole.shape == (9, 3 * SAMPLE_RATE)  # 2 whole rows and the 2-s tail
-    np.testing.assert_array_equal(whole[4], samples[6 * SAMPLE_RATE : 9 * SAMPLE_RATE])
+    assert whole.shape == (n_windows, 3 * SAMPLE_RATE)  # 2 whole rows and the 2-s tail
+    assert layout.n_rows(n_windows) == 3
+    # the rows: 10 s of audio, then the 2-s tail repeated (10-12 s, 10-12 s, 10-11 s)
+    tail = samples[10 * SAMPLE_RATE :]
+    rows = np.concatenate([samples[: 10 * SAMPLE_RATE], tail, tail, tail[:SAMPLE_RATE]])
+    for index, start_s in ((1, second_window_s), (4, fifth_window_s)):
+        start = round(start_s * SAMPLE_RATE)
+        np.testing.assert_array_equal(whole[index], rows[start : start + 3 * SAMPLE_RATE])
     params = dataclasses.replace(
         AudioParams.from_config(section_defaults("audio")), sample_rate=SAMPLE_RATE
     )
-    streamed = np.concatenate(
-        [cut_row_windows(row, layout, 0.0) for row in recording_windows(path, params, 1.0)]
-    )
+    cutter = RowWindowCutter(layout)
+    streamed = [
+        window for row in recording_windows(path, params, 1.0) for window in cutter.add_row(row)
+    ]
+    streamed = np.stack(streamed + cutter.finish())
     np.testing.assert_allclose(streamed, whole, atol=1e-4)  # the WAV's 16-bit rounding
-    assert len(cut_row_windows(samples[: 10 * SAMPLE_RATE + 1000], layout, 1.0)) == 6
+    # a tail under min_last_window_s is dropped with its row
+    assert len(cut_row_windows(samples[: 10 * SAMPLE_RATE + 1000], layout, 1.0)) == len(
+        layout.window_starts_s(2)
+    )
+    # a recording shorter than one BirdNET window is one row, heard whole
+    short = cut_row_windows(samples[:SAMPLE_RATE], layout, 1.0)
+    assert len(short) == len(layout.window_starts_s(1)) > 0
+    np.testing.assert_array_equal(short[0][:SAMPLE_RATE], samples[:SAMPLE_RATE])
+
+
+def test_a_row_pools_every_window_that_overlaps_it_weighted_by_overlap():
+    from dawnchorus.pretrained.embeddings import RowWindows, pool_rows
+
+    embeddings = np.arange(12, dtype=np.float32).reshape(6, 2)  # window k: (2k, 2k + 1)
+    grid = RowWindows(5.0, (), 2.5)  # windows at 0, 2.5, ..., 12.5 s over three rows
+    pooled = pool_rows(embeddings, grid, 3, "mean_max")
+    # row 1 (5-10 s) hears windows 1 (0.5 s of it), 2 (3 s) and 3 (2.5 s)
+    mean = (0.5 * embeddings[1] + 3 * embeddings[2] + 2.5 * embeddings[3]) / 6
+    np.testing.assert_allclose(pooled[1], np.concatenate([mean, embeddings[3]]), rtol=1e-6)
+    # row 0 hears windows 0 (3 s) and 1 (2.5 s), not 2, which starts where the row ends
+    mean = (3 * embeddings[0] + 2.5 * embeddings[1]) / 5.5
+    np.testing.assert_allclose(pooled[0], np.concatenate([mean, embeddings[1]]), rtol=1e-6)
+    # each row's own windows: the plain mean and max of its three
+    own = RowWindows(5.0, (2.0, 0.0, 1.0))  # listed in any order, cut in order of start
+    embeddings = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    pooled = pool_rows(embeddings, own, 2, "mean_max")
+    for row in range(2):
+        mine = embeddings[3 * row : 3 * row + 3]
+        np.testing.assert_allclose(
+            pooled[row], np.concatenate([mine.mean(0), mine.max(0)]), rtol=1e-5, atol=1e-6
+        )
+    with pytest.raises(ValueError, match="5 window embeddings for 6 windows"):
+        pool_rows(embeddings[:5], own, 2, "mean")
+    with pytest.raises(ValueError, match="not those of whole rows"):
+        grid.n_rows(5)
+    assert grid.problem() is None and "every 2.5 s" in grid.describe()
+    assert "leaves audio unheard" in RowWindows(5.0, (), 3.5).problem()
+    assert "do not fit inside it" in RowWindows(5.0, (0.0, 2.5)).problem()
 
 
 @pytest.fixture(scope="module")

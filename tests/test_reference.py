@@ -38,6 +38,7 @@ from dawnchorus.pretrained.embeddings import (
     EmbeddingSettings,
     EmbeddingShardError,
     ReferenceModelError,
+    RowWindows,
     build_embedding_shard,
     bundled_model_path,
     cut_windows,
@@ -46,12 +47,14 @@ from dawnchorus.pretrained.embeddings import (
     pool_windows,
     read_pooled_embeddings,
 )
-from dawnchorus.pretrained.head import Head
+from dawnchorus.pretrained.head import Head, HeadEnsemble
 from dawnchorus.pretrained.reference import run_reference
 from dawnchorus.reporting.aggregate import aggregate_folds
 from dawnchorus.signal.audio import load_audio
 
 DEBUG_CONFIG = str(REPO_ROOT / "config" / "debug.yaml")
+# how the heads hear a soundscape's rows (stored in their metadata, not used in training)
+ROW_WINDOWS = {"row_window_offsets_s": [0, 1, 2], "window_hop_s": 2.5}
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +320,7 @@ def test_reference_head_beats_chance_with_the_baseline_schema(
     prepared = (tiny_prepared.manifest, tiny_prepared.classes, tiny_prepared.folds)
     folds = list(range(5))
     metrics, oof, heads = run_reference(
-        *prepared, shards, folds_to_run=folds, seed=42, pooling="mean_max", C=1.0
+        *prepared, shards, folds_to_run=folds, seed=42, pooling="mean_max", C=1.0, **ROW_WINDOWS
     )
     assert metrics["cv_results"]["mean_val_auc"] > 0.9
     assert metrics["cv_results"]["oof_val_auc"] > 0.9
@@ -341,6 +344,7 @@ def test_reference_head_beats_chance_with_the_baseline_schema(
         loaded = Head.load(path)
         assert loaded.classes == classes and loaded.metadata["fold"] == fold
         assert loaded.metadata["embedding_sha256"] == "a" * 64
+        assert HeadEnsemble([loaded]).row_windows(5.0) == RowWindows(5.0, (0, 1, 2), 2.5)
         rows = oof[oof["fold"] == fold]
         pooled = read_pooled_embeddings(shards, rows["filename"].tolist(), "mean_max")
         np.testing.assert_allclose(
@@ -368,6 +372,7 @@ def test_reference_is_scored_on_the_recordings_stored_as_spectrograms(
             pooling="mean_max",
             C=1.0,
             spectrogram_index=tmp_path / "index.csv",
+            **ROW_WINDOWS,
         )
     assert not {not_stored, left_out} & set(oof["filename"])
     assert len(oof) == len(index) - 2

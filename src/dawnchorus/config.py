@@ -189,7 +189,13 @@ def _semantic_problems(config: Mapping) -> Iterator[str]:
         if problem:
             yield f"predict.ablation.smoothing_kernels: {list(kernel)} {problem}"
     offsets = config["reference"]["row_window_offsets_s"]
-    if max(offsets) + BIRDNET_WINDOW_S > audio["window_s"] + 1e-9:
+    hop_s = config["reference"]["window_hop_s"]
+    if hop_s is not None and hop_s > audio["window_s"]:
+        yield (
+            f"reference.window_hop_s {hop_s:g}: BirdNET windows this far apart leave parts of "
+            f"the rows of audio.window_s ({audio['window_s']:g} s) unheard"
+        )
+    if hop_s is None and max(offsets) + BIRDNET_WINDOW_S > audio["window_s"] + 1e-9:
         yield (
             f"reference.row_window_offsets_s {offsets}: a {BIRDNET_WINDOW_S:g}-s BirdNET window "
             f"starting at {max(offsets):g} s ends past the row's audio.window_s "

@@ -344,6 +344,15 @@ def embedding_settings():
     return settings
 
 
+def row_window_params():
+    """How the heads hear a soundscape's rows (`pretrained.embeddings.RowWindows`): a change
+    reruns the heads and the soundscape embeddings."""
+    return {
+        "row_window_offsets_s": REFERENCE["row_window_offsets_s"],
+        "window_hop_s": REFERENCE["window_hop_s"],
+    }
+
+
 def reference_heads():
     return [
         results_path("reference", f"fold_{fold}", "head.npz")

@@ -59,6 +59,6 @@ if REFERENCE_PLAN.enabled:
             seed=config["seed"],
             pooling=REFERENCE["pooling"],
             C=REFERENCE["C"],
-            row_window_offsets_s=REFERENCE["row_window_offsets_s"],
+            row_windows=row_window_params(),
         script:
             "../scripts/reference.py"

@@ -50,7 +50,7 @@ if BLENDED_TEACHER:
             filenames=lambda wildcards: soundscape_names(wildcards.shard),
             settings=embedding_settings(),
             row_s=config["audio"]["window_s"],
-            row_window_offsets_s=REFERENCE["row_window_offsets_s"],
+            row_windows=row_window_params(),
         script:
             "../scripts/soundscape_embeddings.py"
 

@@ -16,7 +16,7 @@ with log_to_file(snakemake.log[0]):
         C=snakemake.params.C,
         threads=snakemake.threads,
         spectrogram_index=snakemake.input.spectrogram_index,
-        row_window_offsets_s=snakemake.params.row_window_offsets_s,
+        **snakemake.params.row_windows,
     )
     for head, path in zip(heads.values(), snakemake.output.heads, strict=True):
         head.save(path)

@@ -15,7 +15,7 @@ with log_to_file(snakemake.log[0]):
         EmbeddingSettings(
             **snakemake.params.settings, batch_size=snakemake.config["reference"]["batch_size"]
         ),
-        RowWindows(snakemake.params.row_s, tuple(snakemake.params.row_window_offsets_s)),
+        RowWindows.from_attrs({"row_s": snakemake.params.row_s, **snakemake.params.row_windows}),
         snakemake.output[0],
         threads=snakemake.threads,
     )

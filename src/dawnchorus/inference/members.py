@@ -1,8 +1,8 @@
 """The members behind a prediction: the CNN's fold ensemble and, in a blend, the BirdNET head,
 each predicting a recording's rows, blended with the weights of rule ensemble.
 
-The head hears each 5-s row of the CNN through BirdNET's 3-s windows starting
-`row_window_offsets_s` into it (the recording decoded again at BirdNET's 48 kHz, cut into the
+The head hears each 5-s row of the CNN through the BirdNET windows that overlap it
+(`pretrained.embeddings.RowWindows`; the recording decoded again at BirdNET's 48 kHz, cut into the
 same rows by the same code, so both members give the same rows of a recording that decodes).
 A recording only one member can read keeps that member's rows, and its FilePrediction says so in
 `notes` (the submission's problems.csv lists them).
@@ -29,7 +29,7 @@ from dawnchorus.inference.recordings import (
     window_end_seconds,
 )
 from dawnchorus.learning.blend import BLEND_FORMAT, blend_probabilities
-from dawnchorus.pretrained.embeddings import SAMPLE_RATE, EmbeddingModel, cut_row_windows
+from dawnchorus.pretrained.embeddings import SAMPLE_RATE, EmbeddingModel, RowWindowCutter
 from dawnchorus.pretrained.head import (
     HeadEnsemble,
     check_row_windows,
@@ -54,31 +54,33 @@ class HeadMember:
     ) -> tuple[np.ndarray, str | None]:
         """(rows, classes) probabilities of the recording's `params.window_s` rows, and the
         decoding problem if there was one (the rows are then those before it)."""
-        layout = self.heads.row_windows(params.window_s)
+        cutter = RowWindowCutter(self.heads.row_windows(params.window_s))
         at_48k = dataclasses.replace(params, sample_rate=SAMPLE_RATE)
-        pending: list[np.ndarray] = []  # rows' windows not embedded yet
+        pending: list[np.ndarray] = []  # windows not embedded yet
         embedded: list[np.ndarray] = []  # (windows, dim): a long recording keeps only these
         error = None
 
         def embed_pending() -> None:
             if pending:
-                windows = np.concatenate(pending)
+                windows = np.stack(pending)
                 embedded.append(self.embedder.embed_in_batches(windows, self.batch_size))
                 pending.clear()
 
         try:
             for row in recording_windows(path, at_48k, min_last_window_s):
-                pending.append(cut_row_windows(row, layout, 0.0))
-                if len(pending) * len(layout.offsets_s) >= self.batch_size:
+                pending += cutter.add_row(row)
+                if len(pending) >= self.batch_size:
                     embed_pending()
         except AudioError as problem:
             error = str(problem)
+        pending += cutter.finish()
         embed_pending()
         if not embedded:
             return np.zeros((0, len(self.heads.classes)), dtype=np.float32), error
-        embeddings = np.concatenate(embedded)
-        per_row = embeddings.reshape(-1, len(layout.offsets_s), embeddings.shape[1])
-        return self.heads.row_probabilities(per_row), error
+        rows = self.heads.row_probabilities(
+            np.concatenate(embedded), params.window_s, cutter.n_rows
+        )
+        return rows, error
 
 
 @dataclass
@@ -112,7 +114,8 @@ class Blend:
         return (
             f"a blend ({self.space}s, weights {weights}) of the CNN's {self.cnn.engine} "
             f"ensemble of {len(self.cnn.sources)} fold model(s) and {len(self.head.heads.heads)} "
-            f"BirdNET head(s) ({self.head.embedder.path.name})"
+            f"BirdNET head(s) ({self.head.embedder.path.name}, "
+            f"{self.head.heads.row_windows(self.params.window_s).describe()})"
         )
 
     def combine(
@@ -241,7 +244,7 @@ def _blend(
         raise PredictionError(
             f"{weights_source} blends {weights_file['members']}, not the cnn and the head given"
         )
-    check_row_windows(heads.row_window_offsets_s, cnn.params.window_s)
+    check_row_windows(heads.row_windows(cnn.params.window_s))
     embedder = EmbeddingModel(embedding_model, threads=threads)
     heads.check_embedding_model(embedder.sha256, embedder.path)
     return Blend(

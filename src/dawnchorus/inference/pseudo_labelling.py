@@ -29,7 +29,7 @@ from dawnchorus.data.pseudo_labels import (
 from dawnchorus.data.shards import open_shard
 from dawnchorus.inference.engines import join_windows, load_fold_ensembles
 from dawnchorus.learning.blend import blend_probabilities
-from dawnchorus.pretrained.embeddings import read_row_embeddings
+from dawnchorus.pretrained.embeddings import RowWindows, read_row_embeddings
 from dawnchorus.pretrained.head import HeadEnsemble
 from dawnchorus.signal.features import cut_window
 
@@ -49,7 +49,8 @@ class BlendedTeacher:
     heads: dict[int, HeadEnsemble]  # by fold: that fold's head alone
     fold_weights: dict[int, dict[str, float]]
     space: str
-    row_embeddings: dict[str, np.ndarray]  # soundscape -> (rows, windows per row, dim)
+    row_embeddings: dict[str, np.ndarray]  # soundscape -> (row windows, dim)
+    row_windows: RowWindows  # how the heads hear a soundscape's rows
 
     @classmethod
     def load(
@@ -71,11 +72,13 @@ class BlendedTeacher:
                 f"{weights_json}: blend of {weights['members']} without weights for folds "
                 f"{missing}; a blended teacher needs the cnn and head weights of every fold"
             )
+        row_windows = heads.row_windows(row_s)
         return cls(
             heads={fold: by_fold[fold] for fold in folds},
             fold_weights={fold: weights["fold_weights"][str(fold)] for fold in folds},
             space=weights["space"],
-            row_embeddings=read_row_embeddings(soundscape_embeddings, heads.row_windows(row_s)),
+            row_embeddings=read_row_embeddings(soundscape_embeddings, row_windows),
+            row_windows=row_windows,
         )
 
     def blend(
@@ -89,7 +92,8 @@ class BlendedTeacher:
             embeddings = self.row_embeddings.get(filenames[clip])
             if embeddings is None:
                 continue
-            scores = head.row_probabilities(embeddings)
+            n_rows = self.row_windows.n_rows(len(embeddings))
+            scores = head.row_probabilities(embeddings, self.row_windows.row_s, n_rows)
             for window in np.flatnonzero((clips == clip) & (rows < len(scores))):
                 head_rows[window] = scores[rows[window]]
         members = {"cnn": cnn_rows, "head": head_rows}

@@ -263,26 +263,168 @@ def _consecutive(samples: np.ndarray, size: int, min_last_window_s: float) -> li
 
 @dataclass(frozen=True)
 class RowWindows:
-    """How a recording's rows (the CNN's windows of `row_s`) are heard by BirdNET: the 3-s
-    windows starting `offsets_s` into each row."""
+    """How BirdNET hears a recording's rows (the CNN's windows of `row_s`, cut as
+    `inference.recordings.recording_windows` cuts them): one grid of 3-s windows every `hop_s`
+    over the whole recording, shared by the rows it overlaps, or (`hop_s` None) each row's own
+    windows starting `offsets_s` into it. A row pools every window that overlaps it, the mean
+    weighted by how many seconds of the row each window hears (`pool_rows`).
+
+    The grid embeds fewer windows for the same rows: at a 2.5-s hop 0.4 windows per second of
+    audio against 0.6 for three windows per 5-s row.
+    """
 
     row_s: float
-    offsets_s: tuple[float, ...]
+    offsets_s: tuple[float, ...] = ()
+    hop_s: float | None = None
+
+    def __post_init__(self):
+        # windows are cut in order of their start, however the offsets were listed
+        object.__setattr__(self, "offsets_s", tuple(sorted(float(o) for o in self.offsets_s)))
+        if self.hop_s is not None:
+            object.__setattr__(self, "hop_s", float(self.hop_s))
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping) -> RowWindows:
+        """The layout `attrs()` wrote (a shard's attributes or a head's metadata)."""
+        hop_s = attrs.get("window_hop_s")
+        return cls(
+            float(attrs.get("row_s", np.nan)),
+            tuple(attrs.get("row_window_offsets_s", ())),
+            None if hop_s is None or np.isnan(hop_s) else float(hop_s),
+        )
 
     def attrs(self) -> dict[str, object]:
-        return {"row_s": float(self.row_s), "row_window_offsets_s": list(self.offsets_s)}
+        # HDF5 attributes hold no None: a NaN hop is "no grid"
+        hop_s = np.nan if self.hop_s is None else self.hop_s
+        return {
+            "row_s": float(self.row_s),
+            "row_window_offsets_s": list(self.offsets_s),
+            "window_hop_s": hop_s,
+        }
+
+    def describe(self) -> str:
+        if self.hop_s is not None:
+            return f"{WINDOW_S:g}-s windows every {self.hop_s:g} s"
+        return f"{WINDOW_S:g}-s windows at {list(self.offsets_s)} s into each {self.row_s:g}-s row"
+
+    def problem(self) -> str | None:
+        """Why these windows cannot hear every row, or None."""
+        if self.hop_s is not None:
+            if not 0 < self.hop_s <= min(WINDOW_S, self.row_s):
+                return (
+                    f"a hop of {self.hop_s:g} s between BirdNET windows leaves audio unheard "
+                    f"(at most {min(WINDOW_S, self.row_s):g} s: the window and the row)"
+                )
+            return None
+        if not self.offsets_s:
+            return "no BirdNET window per row (row_window_offsets_s is empty)"
+        if self.offsets_s[0] < 0 or self.offsets_s[-1] + WINDOW_S > self.row_s + 1e-9:
+            return (
+                f"BirdNET windows of {WINDOW_S:g} s starting {list(self.offsets_s)} s into a "
+                f"row of {self.row_s:g} s do not fit inside it"
+            )
+        return None
+
+    def window_starts_s(self, n_rows: int) -> np.ndarray:
+        """Where the windows of `n_rows` rows start, in seconds, in order."""
+        end = n_rows * self.row_s
+        if self.hop_s is not None:
+            return np.arange(int(np.ceil(end / self.hop_s - 1e-9))) * self.hop_s
+        offsets = np.asarray(self.offsets_s, dtype=np.float64)
+        return (np.arange(n_rows)[:, None] * self.row_s + offsets[None]).reshape(-1)
+
+    def n_rows(self, n_windows: int) -> int:
+        """How many rows `n_windows` windows hear (ValueError if no number of rows has them)."""
+        rows = 0
+        while len(self.window_starts_s(rows)) < n_windows:
+            rows += 1
+        if len(self.window_starts_s(rows)) != n_windows:
+            raise ValueError(f"{n_windows} windows are not those of whole rows ({self.describe()})")
+        return rows
 
 
 def cut_row_windows(samples: np.ndarray, rows: RowWindows, min_last_window_s: float) -> np.ndarray:
-    """(rows * offsets, WINDOW_SAMPLES) windows: each row's, rows one after another. Rows are cut
-    as the CNN's windows are (`inference.recordings.recording_windows`): consecutive, a last
-    partial row of at least `min_last_window_s` filled by repeating its own audio."""
-    cut = _consecutive(samples, round(rows.row_s * SAMPLE_RATE), min_last_window_s)
-    starts = [round(offset * SAMPLE_RATE) for offset in rows.offsets_s]
-    windows = [row[start : start + WINDOW_SAMPLES] for row in cut for start in starts]
+    """(windows, WINDOW_SAMPLES): the windows of a recording's rows, in order of their start.
+    Rows are cut as the CNN's windows are (`inference.recordings.recording_windows`):
+    consecutive, a last partial row of at least `min_last_window_s` filled by repeating its own
+    audio."""
+    cutter = RowWindowCutter(rows)
+    windows = [
+        window
+        for row in _consecutive(samples, round(rows.row_s * SAMPLE_RATE), min_last_window_s)
+        for window in cutter.add_row(row)
+    ]
+    windows += cutter.finish()
     if not windows:
         return np.zeros((0, WINDOW_SAMPLES), dtype=np.float32)
     return np.stack(windows).astype(np.float32, copy=False)
+
+
+class RowWindowCutter:
+    """A recording's row windows as its rows arrive one after another, keeping only the audio
+    that windows still to come need (a long recording is never whole in memory)."""
+
+    def __init__(self, rows: RowWindows):
+        self.rows = rows
+        self.row_samples = round(rows.row_s * SAMPLE_RATE)
+        self.n_rows = 0
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer_start = 0  # the buffer's first sample, counted from the recording's start
+        self._cut = 0  # windows cut so far
+
+    def _start(self, index: int) -> int:
+        if self.rows.hop_s is not None:
+            return round(index * self.rows.hop_s * SAMPLE_RATE)
+        row, offset = divmod(index, len(self.rows.offsets_s))
+        return row * self.row_samples + round(self.rows.offsets_s[offset] * SAMPLE_RATE)
+
+    def add_row(self, row: np.ndarray) -> list[np.ndarray]:
+        """The windows that the rows so far complete."""
+        self._buffer = np.concatenate([self._buffer, np.asarray(row, dtype=np.float32)])
+        self.n_rows += 1
+        end = self._buffer_start + len(self._buffer)
+        windows = []
+        while (start := self._start(self._cut)) + WINDOW_SAMPLES <= end:
+            begin = start - self._buffer_start
+            windows.append(self._buffer[begin : begin + WINDOW_SAMPLES])
+            self._cut += 1
+        drop = min(self._start(self._cut) - self._buffer_start, len(self._buffer))
+        self._buffer = self._buffer[drop:]
+        self._buffer_start += drop
+        return windows
+
+    def finish(self) -> list[np.ndarray]:
+        """The windows left that run past the last row's end, filled by repeating their audio
+        as a last partial row is filled."""
+        windows = []
+        while (start := self._start(self._cut)) < self.n_rows * self.row_samples:
+            tail = self._buffer[start - self._buffer_start :]
+            windows.append(np.resize(tail, WINDOW_SAMPLES))
+            self._cut += 1
+        return windows
+
+
+def pool_rows(embeddings: np.ndarray, rows: RowWindows, n_rows: int, pooling: str) -> np.ndarray:
+    """(n_rows, pooled dim): each row's vector from the (windows, dim) embeddings of its
+    recording's row windows, pooled as a training recording's windows are (`pool_windows`)
+    from every window that overlaps the row, the mean weighted by seconds of overlap."""
+    starts = rows.window_starts_s(n_rows)
+    if len(starts) != len(embeddings):
+        raise ValueError(f"{len(embeddings)} window embeddings for {len(starts)} windows")
+    pooled = []
+    for row in range(n_rows):
+        row_start, row_end = row * rows.row_s, (row + 1) * rows.row_s
+        first = np.searchsorted(starts, row_start - WINDOW_S + 1e-9)
+        last = np.searchsorted(starts, row_end - 1e-9)
+        window_starts = starts[first:last]
+        overlap = np.minimum(row_end, window_starts + WINDOW_S) - np.maximum(
+            row_start, window_starts
+        )
+        pooled.append(pool_windows(embeddings[first:last], pooling, overlap))
+    if not pooled:
+        width = embeddings.shape[1] * (2 if pooling == "mean_max" else 1)
+        return np.zeros((0, width), dtype=np.float32)
+    return np.stack(pooled).astype(np.float32, copy=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,16 +574,20 @@ def embedding_stage(
     return summary
 
 
-def pool_windows(embeddings: np.ndarray, pooling: str) -> np.ndarray:
-    """One vector for a recording's (windows, dim) embeddings: their mean, max, or both
-    concatenated (mean_max: the max keeps a call heard in one window of a long recording)."""
-    if pooling == "mean":
-        return embeddings.mean(axis=0)
-    if pooling == "max":
-        return embeddings.max(axis=0)
-    if pooling == "mean_max":
-        return np.concatenate([embeddings.mean(axis=0), embeddings.max(axis=0)])
-    raise ValueError(f"unknown pooling '{pooling}' (one of {', '.join(POOLINGS)})")
+def pool_windows(
+    embeddings: np.ndarray, pooling: str, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """One vector for a recording's (windows, dim) embeddings: their mean (weighted by `weights`
+    when given), max, or both concatenated (mean_max: the max keeps a call heard in one window of
+    a long recording)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling '{pooling}' (one of {', '.join(POOLINGS)})")
+    parts = []
+    if pooling in ("mean", "mean_max"):
+        parts.append(np.average(embeddings, axis=0, weights=weights))
+    if pooling in ("max", "mean_max"):
+        parts.append(embeddings.max(axis=0))
+    return np.concatenate(parts)
 
 
 @dataclass(frozen=True)
@@ -547,26 +693,19 @@ def soundscape_embedding_stage(
 
 
 def read_row_embeddings(path: str | Path, rows: RowWindows) -> dict[str, np.ndarray]:
-    """Each soundscape's (rows, windows per row, dim) embeddings from a shard that
-    `soundscape_embedding_stage` wrote with the same row layout (EmbeddingShardError if not)."""
+    """Each soundscape's (windows, dim) row-window embeddings (`cut_row_windows`) from a shard
+    that `soundscape_embedding_stage` wrote with the same row layout (EmbeddingShardError if
+    not; `rows.n_rows` counts a soundscape's rows)."""
     path = Path(path)
     with _open_embedding_shard(path) as handle:
-        stored = RowWindows(
-            float(handle.attrs.get("row_s", np.nan)),
-            tuple(float(offset) for offset in handle.attrs.get("row_window_offsets_s", [])),
-        )
+        stored = RowWindows.from_attrs(handle.attrs)
         if stored != rows:
             raise EmbeddingShardError(
-                f"{path}: rows of {stored.row_s:g} s heard through windows at "
-                f"{list(stored.offsets_s)} s, not {rows.row_s:g} s at {list(rows.offsets_s)} s: "
-                "rerun the soundscape_embeddings rule"
+                f"{path}: rows of {stored.row_s:g} s heard through {stored.describe()}, not "
+                f"{rows.row_s:g} s through {rows.describe()}: rerun the soundscape_embeddings rule"
             )
         embedding = handle["embedding"][:]
         table = zip(
             handle["filename"].asstr()[:], handle["offset"][:], handle["n_windows"][:], strict=True
         )
-        per_row = len(rows.offsets_s)
-        return {
-            name: embedding[offset : offset + n_windows].reshape(n_windows // per_row, per_row, -1)
-            for name, offset, n_windows in table
-        }
+        return {name: embedding[offset : offset + n_windows] for name, offset, n_windows in table}

@@ -2,14 +2,14 @@
 saved as plain arrays, predicting the rows of a recording from the 3-s windows inside each row.
 
 The head is trained on one pooled vector per training recording (`reference`); a 5-s row of a
-soundscape is pooled the same way from the BirdNET windows that start `row_window_offsets_s`
-into it (0, 1 and 2 s by default: three overlapping 3-s windows that cover the row, so a call
-cut by one window's edge is whole in another).
+soundscape is pooled the same way from the BirdNET windows that overlap it (`RowWindows`): by
+default one grid of 3-s windows every `window_hop_s` (2.5 s) over the whole recording, or each
+row's own windows starting `row_window_offsets_s` into it.
 
 A head file (`reference/fold_{k}/head.npz`, numpy's format, no pickles) holds the arrays of
 `LinearWeights` and a JSON `metadata` string: format version, fold, classes, pooling, the row
-windows, and the embedding model's file name and sha256. Heads of one ensemble must agree on
-all but the fold.
+windows (`row_window_offsets_s`, `window_hop_s`), and the embedding model's file name and
+sha256. Heads of one ensemble must agree on all but the fold.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from dawnchorus.learning.linear import LinearWeights
-from dawnchorus.pretrained.embeddings import WINDOW_S, RowWindows, pool_windows
+from dawnchorus.pretrained.embeddings import RowWindows, pool_rows
 
 HEAD_FORMAT = 1
 _ARRAYS = ("mean", "scale", "coef", "intercept")
 # what two heads must share to be averaged or blended (all metadata but the fold)
-_SHARED = ("classes", "pooling", "row_window_offsets_s", "embedding_sha256")
+_SHARED = ("classes", "pooling", "row_window_offsets_s", "window_hop_s", "embedding_sha256")
 
 
 class HeadError(ValueError):
@@ -75,6 +75,8 @@ class Head:
                 f"{HEAD_FORMAT}: rerun the reference rule"
             )
         metadata["source"] = str(path)
+        # heads written before the window grid heard each row's own windows
+        metadata.setdefault("window_hop_s", None)
         return cls(weights, metadata)
 
 
@@ -83,6 +85,7 @@ def head_metadata(
     classes: Sequence[str],
     pooling: str,
     row_window_offsets_s: Sequence[float],
+    window_hop_s: float | None,
     embedding_file: str,
     embedding_sha256: str,
 ) -> dict:
@@ -92,20 +95,16 @@ def head_metadata(
         "classes": list(classes),
         "pooling": pooling,
         "row_window_offsets_s": [float(offset) for offset in row_window_offsets_s],
+        "window_hop_s": None if window_hop_s is None else float(window_hop_s),
         "embedding_file": embedding_file,
         "embedding_sha256": embedding_sha256,
     }
 
 
-def check_row_windows(row_window_offsets_s: Sequence[float], row_s: float) -> None:
-    """HeadError unless every window starting at these offsets lies inside a row of `row_s`."""
-    if not row_window_offsets_s:
-        raise HeadError("row_window_offsets_s is empty: a row needs at least one BirdNET window")
-    if min(row_window_offsets_s) < 0 or max(row_window_offsets_s) + WINDOW_S > row_s + 1e-9:
-        raise HeadError(
-            f"BirdNET windows of {WINDOW_S:g} s starting {list(row_window_offsets_s)} s into a "
-            f"row of {row_s:g} s do not fit inside it"
-        )
+def check_row_windows(rows: RowWindows) -> None:
+    """HeadError unless these BirdNET windows hear every row."""
+    if problem := rows.problem():
+        raise HeadError(problem)
 
 
 class HeadEnsemble:
@@ -134,12 +133,11 @@ class HeadEnsemble:
     def classes(self) -> list[str]:
         return list(self.metadata["classes"])
 
-    @property
-    def row_window_offsets_s(self) -> list[float]:
-        return list(self.metadata["row_window_offsets_s"])
-
     def row_windows(self, row_s: float) -> RowWindows:
-        return RowWindows(row_s, tuple(self.row_window_offsets_s))
+        """The windows through which the heads hear rows of `row_s` (as they were trained to)."""
+        return RowWindows(
+            row_s, tuple(self.metadata["row_window_offsets_s"]), self.metadata["window_hop_s"]
+        )
 
     @property
     def sources(self) -> list[str]:
@@ -155,13 +153,17 @@ class HeadEnsemble:
                 f"{sha256[:12]}): predict with the BirdNET model they were trained on"
             )
 
-    def row_probabilities(self, embeddings: np.ndarray) -> np.ndarray:
-        """(rows, classes) from (rows, windows per row, dim) embeddings: each row's windows
-        pooled as in training, the fold heads' probabilities averaged."""
-        if len(embeddings) == 0:
+    def row_probabilities(
+        self, window_embeddings: np.ndarray, row_s: float, n_rows: int
+    ) -> np.ndarray:
+        """(rows, classes) of a recording's first `n_rows` rows of `row_s` from the (windows,
+        dim) embeddings of their `row_windows` in order: each row's windows pooled as in
+        training, the fold heads' probabilities averaged."""
+        if n_rows == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        pooling = self.metadata["pooling"]
-        features = np.stack([pool_windows(row, pooling) for row in embeddings])
+        features = pool_rows(
+            window_embeddings, self.row_windows(row_s), n_rows, self.metadata["pooling"]
+        )
         return np.mean([head.probabilities(features) for head in self.heads], axis=0)
 
 
@@ -197,7 +199,7 @@ def load_head_bundle(path: str | Path) -> tuple[HeadEnsemble, dict]:
             heads = [
                 Head(
                     LinearWeights(**{name: stored[f"{index}_{name}"] for name in _ARRAYS}),
-                    {**head_metadata_, "source": f"{path}[{index}]"},
+                    {"window_hop_s": None, **head_metadata_, "source": f"{path}[{index}]"},
                 )
                 for index, head_metadata_ in enumerate(metadata["heads"])
             ]

@@ -33,10 +33,13 @@ def run_reference(
     C: float,
     threads: int = 1,
     spectrogram_index: str | Path | None = None,
-    row_window_offsets_s: Sequence[float] = (0.0, 1.0, 2.0),
+    *,
+    row_window_offsets_s: Sequence[float],
+    window_hop_s: float | None,
 ) -> tuple[dict, pd.DataFrame, dict[int, Head]]:
     """Per-fold and out-of-fold macro AUC of the reference; returns (metrics, oof predictions,
-    each fold's head, to predict rows from the windows at `row_window_offsets_s` into a row).
+    each fold's head, to predict a row from the windows that overlap it: a grid every
+    `window_hop_s`, or with None those at `row_window_offsets_s` into the row).
 
     With `spectrogram_index` (spectrograms/index.csv), only recordings the CNN and the baseline
     see (stored as spectrograms) are used, so all three are scored on the same recordings (the
@@ -84,6 +87,7 @@ def run_reference(
                 clips.classes,
                 pooling,
                 row_window_offsets_s,
+                window_hop_s,
                 pooled.model_file,
                 pooled.model_sha256,
             ),
