@@ -13,6 +13,11 @@ and the median counts; compare ratios (absolute rates drift on shared machines).
 Usage: python benchmarks/predict_archive.py [--export results/demo/export]
            [--audio data/demo/test_soundscapes] [--repeats 3] [--workers 2] [--no-birdnet]
            [--windows 0,1,2 hop=3]  (a grid `hop=S`, or offsets into each row `A,B,...`)
+           [--synthetic 256x256x5]
+
+`--synthetic HxWxF` measures, instead of `--export`, an export of F untrained HxW EfficientNet-B0
+folds for BirdCLEF 2025's 206 classes with a blend of random BirdNET heads in the default row
+layout (speed does not depend on the weights): the full config's ensemble.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 from dawnchorus.inference.members import exported_blend_bundle
@@ -44,6 +50,56 @@ def row_window_layout(text: str) -> dict:
         "row_window_offsets_s": [float(value) for value in text.split(",")],
         "window_hop_s": None,
     }
+
+
+def synthetic_blend_export(setting: str, audio: list[Path], out: Path) -> Path:
+    """An export of untrained folds of `setting` (HxWxF) and random heads beside it."""
+    from inference import N_CLASSES, make_folds, windows_of  # beside this script
+
+    from dawnchorus.config import AudioParams, section_defaults
+    from dawnchorus.inference.export import export_tflite
+    from dawnchorus.learning.blend import blend_weights_file
+    from dawnchorus.learning.linear import LinearWeights
+    from dawnchorus.pretrained.embeddings import EmbeddingModel, bundled_model_path
+    from dawnchorus.pretrained.head import Head, head_metadata
+
+    height, width, folds = map(int, setting.split("x"))
+    params = AudioParams.from_config(section_defaults("audio"))
+    out.mkdir(parents=True)
+    models = make_folds(out, (height, width), folds, params, section_defaults("model")["head"])
+    export_tflite(models, out / "model.tflite", windows_of(audio[:1], params), 1.0, 2)
+    classes = [f"class{i:03d}" for i in range(N_CLASSES)]
+    birdnet = EmbeddingModel(bundled_model_path())
+    reference = section_defaults("reference")
+    rng = np.random.default_rng(0)
+    features = 2 * birdnet.dim  # mean_max
+    heads = [
+        Head(
+            LinearWeights(
+                np.zeros(features),
+                np.ones(features),
+                rng.normal(0, 0.01, (N_CLASSES, features)),
+                np.zeros(N_CLASSES),
+            ),
+            head_metadata(
+                fold,
+                classes,
+                "mean_max",
+                reference["row_window_offsets_s"],
+                reference["window_hop_s"],
+                birdnet.path.name,
+                birdnet.sha256,
+            ),
+        )
+        for fold in range(folds)
+    ]
+    extra = {
+        **blend_weights_file({"cnn": 0.7, "head": 0.3}, "logit", classes),
+        "embedding_file": birdnet.path.name,
+        "embedding_sha256": birdnet.sha256,
+    }
+    save_head_bundle(exported_blend_bundle(out), HeadEnsemble(heads), extra)
+    return out
 
 
 def export_with_row_windows(export: Path, layout: dict, out: Path) -> Path:
@@ -77,7 +133,9 @@ def predict_seconds(folder: Path, models: Path, out: Path, *options: str) -> flo
         *options,
     ]
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
     return time.perf_counter() - start
 
 
@@ -126,6 +184,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="dawnchorus predict --workers")
     parser.add_argument("--no-birdnet", action="store_true")
     parser.add_argument("--windows", nargs="*", default=["0,1,2"], help="blend variants")
+    parser.add_argument("--synthetic", metavar="HxWxF", help="an untrained export of this size")
     args = parser.parse_args()
 
     audio = sorted(path for path in args.audio.iterdir() if path.suffix in {".ogg", ".wav"})
@@ -135,22 +194,24 @@ def main() -> int:
     durations = [seconds for seconds in durations if seconds > 0]
     marginal_audio = sum(durations) - durations[0]
     with tempfile.TemporaryDirectory() as tmp:
+        if args.synthetic:
+            args.export = synthetic_blend_export(args.synthetic, audio, Path(tmp) / "export")
         variants = {"as shipped": (args.export, []), "--cnn-only": (args.export, ["--cnn-only"])}
-        for text in args.windows:
-            copy = Path(tmp) / f"export windows {text}"
+        for index, text in enumerate(args.windows):
+            copy = Path(tmp) / f"export_windows_{index}"  # --models splits at commas
             variants[f"windows {text}"] = (
                 export_with_row_windows(args.export, row_window_layout(text), copy),
                 [],
             )
         seconds: dict[str, list[float]] = {name: [] for name in [*variants, "BirdNET"]}
         for repeat in range(args.repeats):
-            for name, (export, extra) in variants.items():
+            for index, (name, (export, extra)) in enumerate(variants.items()):
                 runs = [
                     _predict_seconds(
                         files,
                         export,
                         extra,
-                        Path(tmp) / f"{repeat}{name}{len(files)}",
+                        Path(tmp) / f"run_{repeat}_{index}_{len(files)}",
                         args.workers,
                     )
                     for files in (audio, audio[:1])
