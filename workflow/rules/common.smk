@@ -347,8 +347,10 @@ def embedding_settings():
 def row_window_params():
     """How the heads hear a soundscape's rows (`pretrained.embeddings.RowWindows`): a change
     reruns the heads and the soundscape embeddings."""
+    grid = REFERENCE["window_hop_s"] is not None
     return {
-        "row_window_offsets_s": REFERENCE["row_window_offsets_s"],
+        # offsets are not used with a grid: changing them reruns nothing then
+        "row_window_offsets_s": [] if grid else REFERENCE["row_window_offsets_s"],
         "window_hop_s": REFERENCE["window_hop_s"],
     }
 

@@ -278,8 +278,10 @@ class RowWindows:
     hop_s: float | None = None
 
     def __post_init__(self):
-        # windows are cut in order of their start, however the offsets were listed
-        object.__setattr__(self, "offsets_s", tuple(sorted(float(o) for o in self.offsets_s)))
+        # windows are cut in order of their start, however the offsets were listed; a grid has
+        # none (two grids of the same hop are the same layout, whatever offsets came along)
+        offsets = () if self.hop_s is not None else sorted(float(o) for o in self.offsets_s)
+        object.__setattr__(self, "offsets_s", tuple(offsets))
         if self.hop_s is not None:
             object.__setattr__(self, "hop_s", float(self.hop_s))
 
