@@ -102,8 +102,8 @@ def _add_predict(subparsers) -> None:
         "Folders are searched recursively for audio files.",
         # measured by benchmarks/predict_archive.py (docs/results.md, "Inference speed")
         epilog="What it costs on 2 CPU cores (the demo's export, 4 folds): a 1,000-hour archive "
-        "takes about 31 h as shipped (the blend of the CNN and the BirdNET head; BirdNET's own "
-        "analyzer alone: 17.5 h) and 5.5 h with --cnn-only. More cores, more --workers.",
+        "takes about 21.5 h as shipped (the blend of the CNN and the BirdNET head; BirdNET's own "
+        "analyzer alone: 17.6 h) and 5.1 h with --cnn-only. More cores, more --workers.",
     )
     parser.add_argument("inputs", nargs="+", metavar="AUDIO_OR_FOLDER")
     parser.add_argument(
