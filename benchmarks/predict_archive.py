@@ -37,7 +37,7 @@ import numpy as np
 import soundfile as sf
 
 from dawnchorus.inference.members import exported_blend_bundle
-from dawnchorus.pretrained.head import HeadEnsemble, load_head_bundle, save_head_bundle
+from dawnchorus.pretrained.head import Head, HeadEnsemble, load_head_bundle, save_head_bundle
 
 ARCHIVE_HOURS = 1000
 
@@ -61,7 +61,7 @@ def synthetic_blend_export(setting: str, audio: list[Path], out: Path) -> Path:
     from dawnchorus.learning.blend import blend_weights_file
     from dawnchorus.learning.linear import LinearWeights
     from dawnchorus.pretrained.embeddings import EmbeddingModel, bundled_model_path
-    from dawnchorus.pretrained.head import Head, head_metadata
+    from dawnchorus.pretrained.head import head_metadata
 
     height, width, folds = map(int, setting.split("x"))
     params = AudioParams.from_config(section_defaults("audio"))
@@ -110,7 +110,7 @@ def export_with_row_windows(export: Path, layout: dict, out: Path) -> Path:
     bundle = exported_blend_bundle(export)
     heads, metadata = load_head_bundle(bundle)
     rewritten = HeadEnsemble(
-        [type(head)(head.weights, {**head.metadata, **layout}) for head in heads.heads]
+        [Head(head.weights, {**head.metadata, **layout}) for head in heads.heads]
     )
     (out / bundle.name).unlink()
     extra = {key: value for key, value in metadata.items() if key != "heads"}
@@ -197,7 +197,9 @@ def main() -> int:
         if args.synthetic:
             args.export = synthetic_blend_export(args.synthetic, audio, Path(tmp) / "export")
         variants = {"as shipped": (args.export, []), "--cnn-only": (args.export, ["--cnn-only"])}
-        for index, text in enumerate(args.windows):
+        # an export without heads has no windows to vary
+        layouts = args.windows if exported_blend_bundle(args.export).is_file() else []
+        for index, text in enumerate(layouts):
             copy = Path(tmp) / f"export_windows_{index}"  # --models splits at commas
             variants[f"windows {text}"] = (
                 export_with_row_windows(args.export, row_window_layout(text), copy),
